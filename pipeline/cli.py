@@ -1,0 +1,202 @@
+"""``medvill-prep``: run one pipeline stage (or all of them) for one dataset, without DVC.
+
+Each stage command is a thin wrapper around the stage module's ``run_stage`` function, so the
+CLI, DVC and Python callers run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from pipeline.datasets.common import LayoutError
+from pipeline.parallel import default_workers
+from pipeline.params import DEFAULT_PARAMS, dataset_paths, load_params
+
+#: Stage name → module with ``run_stage(paths, params, workers) -> stats``, in pipeline order.
+STAGES: dict[str, str] = {
+    "ingest": "pipeline.datasets",
+    "images": "pipeline.images",
+    "sections": "pipeline.sections",
+    "label": "pipeline.label",
+    "split": "pipeline.splits",
+    "shards": "pipeline.shards",
+}
+
+app = typer.Typer(
+    name="medvill-prep",
+    help=(
+        "Prepare chest X-ray + report datasets for MedViLL-style pretraining.\n\n"
+        "Stages, in order: " + " → ".join(STAGES) + ". Each reads the previous stage's "
+        "records.parquet under data/interim/<dataset>/ and writes its own records, rejects, "
+        "stats.json and timing.json. `all` runs every stage. All knobs are in params.yaml."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Dataset name from the `datasets` list in params.yaml (e.g. sample).",
+    ),
+]
+RawOpt = Annotated[
+    Path | None,
+    typer.Option(help="Raw dataset root, overriding `raw` in params.yaml (e.g. data/raw/mimic)."),
+]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option(help="Adapter for a dataset not listed in params.yaml: sample, mimic_cxr, openi."),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Output root; stage outputs go to OUT/interim/<dataset>/, shards to "
+        "OUT/shards/<dataset>/. Default: data/."
+    ),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(help="Worker processes for CPU-bound stages (images, label). Default: all cores."),
+]
+ParamsOpt = Annotated[Path, typer.Option(help="Parameter file.")]
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger("medvill").handlers:
+        handler: logging.Handler = (
+            RichHandler(console=console, show_path=False)
+            if sys.stderr.isatty()
+            else logging.StreamHandler(sys.stderr)
+        )
+        if not sys.stderr.isatty():
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("medvill").addHandler(handler)
+        logging.getLogger("medvill").setLevel(logging.INFO)
+
+
+def run_stages(
+    stages: list[str],
+    dataset: str,
+    raw: Path | None = None,
+    adapter: str | None = None,
+    out: Path | None = None,
+    workers: int = 0,
+    params_path: Path = DEFAULT_PARAMS,
+) -> list[dict[str, Any]]:
+    """Run ``stages`` in order for ``dataset``; returns each stage's stats."""
+    params = load_params(params_path)
+    if adapter is not None:
+        params = {
+            **params,
+            "datasets": [
+                *[d for d in params.get("datasets", []) if d["name"] != dataset],
+                {"name": dataset, "adapter": adapter, "raw": str(raw or "")},
+            ],
+        }
+    paths = dataset_paths(params, dataset, raw=raw, out=out)
+    n_workers = workers if workers > 0 else default_workers()
+    results = []
+    for stage in stages:
+        module = importlib.import_module(STAGES[stage])
+        stats = module.run_stage(paths, params, n_workers)
+        results.append(stats)
+        console.print(
+            f"[bold green]{stage}[/] {dataset}: {stats['in']} in → {stats['out']} out, "
+            f"{stats['rejected']} rejected  ({paths.stage_dir(stage)})"
+        )
+    return results
+
+
+def _invoke(stages: list[str], **kwargs: Any) -> None:
+    _setup_logging()
+    try:
+        run_stages(stages, **kwargs)
+    except (LayoutError, FileNotFoundError, ValueError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(code=2) from error
+
+
+def _stage_command(stage: str, doc: str) -> None:
+    def command(
+        dataset: DatasetOpt,
+        raw: RawOpt = None,
+        adapter: AdapterOpt = None,
+        out: OutOpt = None,
+        workers: WorkersOpt = 0,
+        params: ParamsOpt = DEFAULT_PARAMS,
+    ) -> None:
+        _invoke(
+            [stage],
+            dataset=dataset,
+            raw=raw,
+            adapter=adapter,
+            out=out,
+            workers=workers,
+            params_path=params,
+        )
+
+    command.__doc__ = doc
+    app.command(name=stage)(command)
+
+
+_stage_command("ingest", "Read a raw dataset tree into records.parquet (one row per image).")
+_stage_command(
+    "images",
+    "Cut uniform margins, resize the long side to images.size, pad to a square, write 8-bit grey.",
+)
+_stage_command(
+    "sections",
+    "Split each report into sections and choose the text by sections.policy (default: longest "
+    "of Findings/Impression, as MedViLL).",
+)
+_stage_command(
+    "label", "Label the chosen text with the 14 CheXpert observations (1 / 0 / -1 / blank)."
+)
+_stage_command(
+    "split",
+    "Assign train/valid/test: the official split where the dataset has one, else a patient-level "
+    "hash of (seed, patient_id).",
+)
+_stage_command("shards", "Write WebDataset tar shards per split plus a shard index JSON.")
+
+
+@app.command(name="all")
+def run_all(
+    dataset: DatasetOpt,
+    raw: RawOpt = None,
+    adapter: AdapterOpt = None,
+    out: OutOpt = None,
+    workers: WorkersOpt = 0,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Run every stage in order for one dataset."""
+    _invoke(
+        list(STAGES),
+        dataset=dataset,
+        raw=raw,
+        adapter=adapter,
+        out=out,
+        workers=workers,
+        params_path=params,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

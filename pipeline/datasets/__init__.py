@@ -1,0 +1,76 @@
+"""The ingest stage: a dataset adapter turns a raw tree into one record per image.
+
+Adapters (one module per source: ``sample``, ``mimic_cxr``, ``openi``) only know their own
+layout. Checks that apply to every dataset live here: duplicate image ids, images that do not
+exist on disk, and the view filter. Each produces a reject row naming the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.datasets.common import AdapterResult, LayoutError
+from pipeline.params import DatasetPaths
+from pipeline.records import INGEST_COLUMNS
+from pipeline.stage import StageRun
+
+ADAPTERS = ("sample", "mimic_cxr", "openi")
+
+__all__ = ["ADAPTERS", "LayoutError", "read_adapter", "run_stage"]
+
+
+def read_adapter(adapter: str, raw: Path, params: dict[str, Any]) -> AdapterResult:
+    """Run adapter ``adapter`` (module ``pipeline.datasets.<adapter>``) on ``raw``."""
+    if adapter not in ADAPTERS:
+        raise ValueError(
+            f"unknown dataset adapter '{adapter}'; choose one of {', '.join(ADAPTERS)}"
+        )
+    if not raw.is_dir():
+        raise LayoutError(f"raw dataset root not found: {raw}")
+    module = importlib.import_module(f"pipeline.datasets.{adapter}")
+    return module.read_dataset(raw, params)
+
+
+def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Ingest ``paths.raw`` into ``<interim>/ingest/records.parquet``."""
+    run = StageRun("ingest", paths.name, paths.stage_dir("ingest"))
+    result = read_adapter(paths.adapter, paths.raw, params)
+    run.n_in = len(result.records) + len(result.rejects)
+    run.reject_many(result.rejects)
+    views = {v.upper() for v in params.get("ingest", {}).get("views", [])}
+
+    kept: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for record in sorted(result.records, key=lambda r: (r["image_id"], r["image_path"])):
+        image_id, image_path = record["image_id"], record["image_path"]
+        if image_id in seen:
+            run.reject(
+                image_id,
+                "duplicate_image_id",
+                f"{image_path}: image id {image_id} already used by {seen[image_id]}",
+            )
+            continue
+        seen[image_id] = image_path
+        if not (paths.raw / image_path).is_file():
+            run.reject(image_id, "image_missing", f"{paths.raw / image_path}: image file not found")
+            continue
+        if views and record["view"].upper() not in views:
+            run.reject(
+                image_id,
+                "view_filtered",
+                f"{image_path}: view '{record['view'] or 'unknown'}' not in ingest.views "
+                f"{sorted(views)}",
+            )
+            continue
+        kept.append({column: record[column] for column in INGEST_COLUMNS})
+
+    frame = pd.DataFrame(kept, columns=list(INGEST_COLUMNS))
+    frame = frame.astype({c: "string" for c in INGEST_COLUMNS if c != "synthetic_report"})
+    frame["synthetic_report"] = frame["synthetic_report"].astype(bool)
+    run.extra["views"] = sorted(views)
+    run.extra["synthetic_reports"] = int(frame["synthetic_report"].sum())
+    return run.finish(frame)

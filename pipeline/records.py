@@ -1,0 +1,136 @@
+"""The record tables every stage reads and writes, and atomic Parquet/JSON I/O.
+
+Each stage reads the previous stage's ``records.parquet``, appends its own columns and writes a
+new ``records.parquet`` plus a ``rejects.parquet`` (one row per input it could not keep, with a
+reason naming the file). Writes go to a temporary file that is renamed into place, so a run
+killed half way leaves either the old output or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: The 14 CheXpert observations, in the column order of the CheXpert labeler's output CSV.
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
+#: Columns every adapter must produce (one row per image).
+INGEST_COLUMNS: tuple[str, ...] = (
+    "dataset",  # dataset name, e.g. "mimic_cxr"
+    "image_id",  # unique within the dataset (MIMIC dicom_id, Open-I image id, …)
+    "patient_id",  # splits are patient-level
+    "study_id",  # one report per study; several images may share it
+    "view",  # AP / PA / LATERAL / LL / … (upper case), "" when unknown
+    "image_path",  # source image, relative to the raw dataset root
+    "report_text",  # the raw report text, unmodified
+    "official_split",  # train / valid / test from the dataset, "" when it has none
+    "synthetic_report",  # True when the report was written for the demo, not by a radiologist
+    "extra_json",  # dataset-specific metadata (MeSH terms, source, …) as sorted-key JSON
+)
+
+REJECT_COLUMNS: tuple[str, ...] = ("id", "stage", "code", "reason")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One input row a stage could not keep.
+
+    ``code`` is a short machine-readable kind (``corrupt_image``, ``empty_report``, …) used for
+    counts in stats.json; ``reason`` is the human sentence and names the file.
+    """
+
+    id: str
+    stage: str
+    code: str
+    reason: str
+
+
+def rejects_frame(rejects: Iterable[Reject]) -> pd.DataFrame:
+    """Rejects as a DataFrame sorted by id, so the file is byte-identical on rerun."""
+    rows = [(r.id, r.stage, r.code, r.reason) for r in rejects]
+    frame = pd.DataFrame(rows, columns=list(REJECT_COLUMNS), dtype="string")
+    return frame.sort_values(["id", "reason"], kind="stable").reset_index(drop=True)
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path | str) -> None:
+    """Fail with a message naming the file when an upstream table lacks expected columns."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: missing column(s) {missing}; was it written by an older medvill "
+            "version? Re-run the upstream stage."
+        )
+
+
+def _atomic_target(path: Path) -> tuple[int, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename."""
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write a DataFrame as Parquet atomically, without the pandas index (stable bytes)."""
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read a stage table; a missing file names the stage that should have written it."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: run the stage that writes it first "
+            f"(stage '{path.parent.name}')."
+        )
+    return pq.read_table(path).to_pandas()
+
+
+def dumps_json(value: Any) -> str:
+    """Canonical JSON (sorted keys, UTF-8, 2-space indent) so reruns are byte-identical."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+
+
+def write_json(value: Any, path: Path) -> None:
+    atomic_write_bytes(path, dumps_json(value).encode("utf-8"))
