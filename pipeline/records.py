@@ -134,3 +134,14 @@ def dumps_json(value: Any) -> str:
 
 def write_json(value: Any, path: Path) -> None:
     atomic_write_bytes(path, dumps_json(value).encode("utf-8"))
+
+
+def sample_key(dataset: str, image_id: str) -> str:
+    """The WebDataset key of one image-report sample: ``<dataset>_<image_id>``.
+
+    WebDataset splits a member name at its first dot into key and extension, so dots (and path
+    separators) in ids are replaced; the mapping is stable, so the IRM negatives file, the shards
+    and the task files all name a sample the same way.
+    """
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in image_id)
+    return f"{dataset}_{safe}"
