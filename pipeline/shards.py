@@ -1,0 +1,147 @@
+"""The shards stage: WebDataset tar shards per split, plus a shard index.
+
+Sample layout (DESIGN.md): key ``<dataset>_<image_id>``; members ``jpg`` (or ``png``) — the
+512×512 image from the images stage, byte for byte; ``txt`` — the chosen report text; ``json``
+— ids, view, section texts, split and the 14 CheXpert labels (null = blank) in the fixed order
+of ``CHEXPERT_LABELS``. No pickled members, ever.
+
+Tars are reproducible: samples sorted by key, members sorted by extension (webdataset's
+writer), fixed mtime/owner/mode, so a rerun gives byte-identical shards and DVC sees no change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import webdataset as wds
+
+from pipeline.params import DatasetPaths
+from pipeline.progress import track
+from pipeline.records import (
+    CHEXPERT_LABELS,
+    read_parquet,
+    require_columns,
+    sample_key,
+    write_json,
+)
+from pipeline.splits import SPLITS
+from pipeline.stage import StageRun
+
+SHARD_PATTERN = "shard-{index:06d}.tar"
+#: Fixed tar member metadata (2000-01-01T00:00:00Z) for reproducible bytes.
+TAR_MTIME = 946684800.0
+
+
+def _label_value(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def sample_metadata(row: pd.Series) -> dict[str, Any]:
+    """The ``json`` member of one sample."""
+    return {
+        "dataset": str(row["dataset"]),
+        "image_id": str(row["image_id"]),
+        "patient_id": str(row["patient_id"]),
+        "study_id": str(row["study_id"]),
+        "view": str(row["view"]),
+        "split": str(row["split"]),
+        "section": str(row["chosen_section"]),
+        "findings": str(row["findings"]),
+        "impression": str(row["impression"]),
+        "synthetic_report": bool(row["synthetic_report"]),
+        "labels": [_label_value(float(row[label])) for label in CHEXPERT_LABELS],
+    }
+
+
+def encode_sample(row: pd.Series, image_dir: Path) -> dict[str, Any]:
+    """One WebDataset sample dict with bytes members only."""
+    image_path = image_dir / str(row["image_file"])
+    extension = image_path.suffix.lstrip(".").lower()
+    meta = json.dumps(sample_metadata(row), sort_keys=True, ensure_ascii=False)
+    return {
+        "__key__": str(row["key"]),
+        extension: image_path.read_bytes(),
+        "txt": str(row["chosen_text"]).encode("utf-8"),
+        "json": meta.encode("utf-8"),
+    }
+
+
+def write_shard(samples: list[dict[str, Any]], path: Path) -> None:
+    """Write one tar atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            writer = wds.TarWriter(
+                stream, user="medvill", group="medvill", encoder=False, mtime=TAR_MTIME
+            )
+            for sample in samples:
+                writer.write(sample)
+            writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Write ``<shards>/<split>/shard-*.tar`` and ``<shards>/index.json``."""
+    per_shard = int(params.get("shards", {}).get("samples_per_shard", 1000))
+    if per_shard < 1:
+        raise ValueError("shards.samples_per_shard must be ≥ 1")
+    split_source = paths.stage_dir("split") / "records.parquet"
+    image_source = paths.stage_dir("images") / "records.parquet"
+    records = read_parquet(split_source)
+    images = read_parquet(image_source)
+    require_columns(records, ["image_id", "split", "chosen_text", *CHEXPERT_LABELS], split_source)
+    require_columns(images, ["image_id", "image_file"], image_source)
+
+    run = StageRun("shards", paths.name, paths.stage_dir("shards"))
+    run.n_in = len(records)
+    merged = records.merge(images[["image_id", "image_file"]], on="image_id", how="left")
+    missing = merged["image_file"].isna()
+    for image_id, image_path in zip(
+        merged.loc[missing, "image_id"], merged.loc[missing, "image_path"], strict=True
+    ):
+        run.reject(
+            image_id,
+            "no_image",
+            f"{image_path}: no processed image (rejected by the images stage, see "
+            f"{paths.stage_dir('images') / 'rejects.parquet'})",
+        )
+    merged = merged[~missing].copy()
+    merged["key"] = [
+        sample_key(d, i) for d, i in zip(merged["dataset"], merged["image_id"], strict=True)
+    ]
+    merged = merged.sort_values("key", kind="stable").reset_index(drop=True)
+
+    for stale in paths.shards.glob("*/shard-*.tar"):
+        stale.unlink()
+    index: dict[str, Any] = {"dataset": paths.name, "splits": {}, "total": 0}
+    shard_of_key: dict[str, str] = {}
+    image_dir = paths.stage_dir("images")
+    for split in SPLITS:
+        rows = merged[merged["split"] == split]
+        shards = []
+        batches = [rows.iloc[i : i + per_shard] for i in range(0, len(rows), per_shard)]
+        for number, batch in enumerate(track(batches, len(batches), f"shards {split}")):
+            relative = f"{split}/{SHARD_PATTERN.format(index=number)}"
+            samples = [encode_sample(row, image_dir) for _, row in batch.iterrows()]
+            write_shard(samples, paths.shards / relative)
+            shards.append({"file": relative, "samples": len(samples)})
+            shard_of_key.update(dict.fromkeys(batch["key"], relative))
+        index["splits"][split] = {"shards": shards, "total": len(rows)}
+        index["total"] += len(rows)
+    write_json(index, paths.shards / "index.json")
+
+    manifest = merged[["key", "image_id", "split"]].copy()
+    manifest["shard"] = manifest["key"].map(shard_of_key).astype("string")
+    run.extra["shards"] = {s: len(index["splits"][s]["shards"]) for s in SPLITS}
+    run.extra["samples"] = {s: index["splits"][s]["total"] for s in SPLITS}
+    return run.finish(manifest)
