@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from pipeline.records import CHEXPERT_LABELS, read_parquet, sample_key, write_parquet
+from pipeline.shards import TAR_MTIME, run_stage
+from tests.pipeline.frames import dataset_paths, labelled_records
+
+SHARED_JPEG = (
+    Path(__file__).parents[3] / "shared/data/images/derived_jpeg/00002778_000_gray_q90.jpg"
+)
+
+
+def _jpeg_bytes(seed: int) -> bytes:
+    """A real chest X-ray (NIH sample) shrunk to 64², shifted per seed so images differ."""
+    image = Image.open(SHARED_JPEG).convert("L").resize((64, 64))
+    array = np.roll(np.asarray(image), seed, axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _prepare(tmp_path: Path, n: int = 7, missing: tuple[str, ...] = ()) -> tuple:
+    paths = dataset_paths(tmp_path, "toy")
+    rows = [
+        {
+            "image_id": f"img{i:02d}",
+            "patient_id": f"pat{i}",
+            "positives": ["Cardiomegaly"] if i % 2 else [],
+            "text": f"Report number {i}. Heart size is normal.",
+        }
+        for i in range(n)
+    ]
+    records = labelled_records(rows)
+    records["split"] = ["train", "train", "train", "valid", "test", "train", "valid"][:n]
+    records.loc[0, "No Finding"] = 0.0
+    records.loc[2, "Edema"] = -1.0
+    write_parquet(records, paths.stage_dir("split") / "records.parquet")
+    image_rows = records[~records["image_id"].isin(missing)].copy()
+    image_rows["image_file"] = [f"files/{i}.jpg" for i in image_rows["image_id"]]
+    for i, image_file in enumerate(image_rows["image_file"]):
+        target = paths.stage_dir("images") / image_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(_jpeg_bytes(i))
+    write_parquet(image_rows, paths.stage_dir("images") / "records.parquet")
+    return paths, records
+
+
+def test_shards_hold_every_sample_with_exact_members(tmp_path: Path) -> None:
+    paths, _ = _prepare(tmp_path)
+    stats = run_stage(paths, {"shards": {"samples_per_shard": 2}}, workers=1)
+    assert (stats["in"], stats["out"], stats["rejected"]) == (7, 7, 0)
+
+    index = json.loads((paths.shards / "index.json").read_text())
+    assert index["total"] == 7
+    assert index["splits"]["train"]["total"] == 4
+    assert [s["samples"] for s in index["splits"]["train"]["shards"]] == [2, 2]
+    assert [s["file"] for s in index["splits"]["valid"]["shards"]] == ["valid/shard-000000.tar"]
+
+    shard = paths.shards / "train/shard-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [
+            "toy_img00.jpg",
+            "toy_img00.json",
+            "toy_img00.txt",
+            "toy_img01.jpg",
+            "toy_img01.json",
+            "toy_img01.txt",
+        ]
+        assert {m.mtime for m in members} == {int(TAR_MTIME)}
+        assert {m.uname for m in members} == {"medvill"}
+
+    samples = list(wds.WebDataset(str(shard), shardshuffle=False))
+    first = samples[0]
+    assert first["__key__"] == sample_key("toy", "img00")
+    assert first["jpg"] == (paths.stage_dir("images") / "files/img00.jpg").read_bytes()
+    assert first["txt"].decode() == "Report number 0. Heart size is normal."
+    meta = json.loads(first["json"])
+    assert meta["split"] == "train" and meta["image_id"] == "img00"
+    assert len(meta["labels"]) == len(CHEXPERT_LABELS)
+    assert meta["labels"][CHEXPERT_LABELS.index("No Finding")] == 0.0
+    assert meta["labels"][CHEXPERT_LABELS.index("Cardiomegaly")] is None
+    second = json.loads(samples[1]["json"])
+    assert second["labels"][CHEXPERT_LABELS.index("Cardiomegaly")] == 1.0
+
+
+def test_rerun_is_byte_identical(tmp_path: Path) -> None:
+    paths, _ = _prepare(tmp_path)
+    run_stage(paths, {"shards": {"samples_per_shard": 3}}, workers=1)
+    first = {p: p.read_bytes() for p in sorted(paths.shards.rglob("*")) if p.is_file()}
+    run_stage(paths, {"shards": {"samples_per_shard": 3}}, workers=1)
+    second = {p: p.read_bytes() for p in sorted(paths.shards.rglob("*")) if p.is_file()}
+    assert first == second and len(first) == 5  # index + 2 train, 1 valid, 1 test shard
+
+
+def test_record_without_processed_image_is_rejected_by_name(tmp_path: Path) -> None:
+    paths, _ = _prepare(tmp_path, missing=("img03",))
+    stats = run_stage(paths, {"shards": {"samples_per_shard": 10}}, workers=1)
+    assert (stats["in"], stats["out"], stats["rejected"]) == (7, 6, 1)
+    rejects = read_parquet(paths.stage_dir("shards") / "rejects.parquet")
+    assert rejects["id"].tolist() == ["img03"]
+    assert rejects["code"].tolist() == ["no_image"]
+    assert "images/img03.png" in rejects["reason"].iloc[0]
+    assert stats["reject_reasons"] == {"no_image": 1}
+
+
+def test_fewer_shards_on_rerun_removes_stale_ones(tmp_path: Path) -> None:
+    paths, _ = _prepare(tmp_path)
+    run_stage(paths, {"shards": {"samples_per_shard": 1}}, workers=1)
+    assert len(list((paths.shards / "train").glob("*.tar"))) == 4
+    run_stage(paths, {"shards": {"samples_per_shard": 100}}, workers=1)
+    assert [p.name for p in (paths.shards / "train").glob("*.tar")] == ["shard-000000.tar"]
+
+
+def test_invalid_shard_size_is_refused(tmp_path: Path) -> None:
+    paths, _ = _prepare(tmp_path)
+    with pytest.raises(ValueError, match="samples_per_shard"):
+        run_stage(paths, {"shards": {"samples_per_shard": 0}}, workers=1)
