@@ -1,0 +1,123 @@
+"""IRM negatives (formats note §3): for each training record, K reports with another label set.
+
+The original drew a random report up to 300 times until the fuzzy string ratio of the two
+label strings was not 100. We precompute instead, per distinct label set, the pool of records
+whose label set *differs as a set*, and draw from it with a seeded generator: no rejection
+loop, so a split where every record shares one label set ends with "no negative" instead of
+looping. Label sets are compared as sets, which differs from the original in one case on
+purpose: its fuzzy ratio called two *empty* label strings different, so it used "no positive
+finding" reports as negatives of each other; here they share a label set and are not negatives.
+(Sets also make unsorted or differently quoted strings of the same names equal.)
+
+Unlabelled records (all 14 values blank) are neither queries nor negatives: with no label set,
+"different" is undefined.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.records import atomic_write_bytes
+from pipeline.taskfiles.common import TaskRecord
+
+#: The schema the pretraining loader reads (exactly these columns).
+IRM_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("negative_keys", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+
+@dataclass
+class IrmResult:
+    """Negatives per query key plus the counts that go into stats.json."""
+
+    negatives: dict[str, list[str]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    queries: int = 0
+    unlabelled_skipped: int = 0
+    no_negative: list[str] = field(default_factory=list)
+    small_pool: int = 0
+
+    def stats(self, k: int) -> dict[str, int]:
+        return {
+            "k": k,
+            "labelled_queries": self.queries,
+            "with_negatives": len(self.negatives),
+            "no_negative": len(self.no_negative),
+            "small_pool_with_replacement": self.small_pool,
+            "unlabelled_skipped": self.unlabelled_skipped,
+        }
+
+
+def sample_negatives(records: Sequence[TaskRecord], k: int, rng: np.random.Generator) -> IrmResult:
+    """Draw ``k`` negative keys for every labelled record of ``records`` (one split).
+
+    Records are sorted by key and label sets are visited in sorted order, so the draws depend
+    only on the inputs and the generator's seed. Draws are without replacement when the pool
+    holds at least ``k`` records and with replacement otherwise (every query still gets ``k``).
+    """
+    if k < 1:
+        raise ValueError(f"pairs.irm_negatives_k must be >= 1, got {k}")
+    result = IrmResult()
+    labelled = sorted((r for r in records if r.labels is not None), key=lambda r: r.key)
+    result.unlabelled_skipped = len(records) - len(labelled)
+    result.queries = len(labelled)
+    keys = np.array([r.key for r in labelled], dtype=object)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, record in enumerate(labelled):
+        groups.setdefault(tuple(sorted(record.labels or ())), []).append(index)
+    for group in sorted(groups):
+        members = groups[group]
+        outside = np.ones(len(labelled), dtype=bool)
+        outside[members] = False
+        pool = np.flatnonzero(outside)
+        if pool.size == 0:
+            result.no_negative.extend(labelled[i].key for i in members)
+            continue
+        replace = pool.size < k
+        if replace:
+            result.small_pool += len(members)
+        for index in members:
+            picks = rng.choice(pool.size, size=k, replace=replace)
+            record = labelled[index]
+            result.negatives[record.key] = [str(key) for key in keys[pool[picks]]]
+            result.texts[record.key] = record.text
+    return result
+
+
+def irm_table(result: IrmResult) -> pa.Table:
+    """The negatives as an Arrow table sorted by key, typed by ``IRM_SCHEMA`` even when empty."""
+    order = sorted(result.negatives)
+    return pa.table(
+        {
+            "key": order,
+            "text": [result.texts[key] for key in order],
+            "negative_keys": [result.negatives[key] for key in order],
+        },
+        schema=IRM_SCHEMA,
+    )
+
+
+def write_irm(path: Path, result: IrmResult) -> None:
+    """Write ``irm_negatives.parquet`` atomically (serialised in memory, then renamed)."""
+    buffer = io.BytesIO()
+    pq.write_table(irm_table(result), buffer, compression="zstd")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_irm(path: Path) -> dict[str, list[str]]:
+    """Negatives per query key, as the pretraining loader sees them."""
+    table = pq.read_table(path)
+    return dict(
+        zip(table.column("key").to_pylist(), table.column("negative_keys").to_pylist(), strict=True)
+    )
