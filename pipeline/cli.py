@@ -27,8 +27,13 @@ STAGES: dict[str, str] = {
     "sections": "pipeline.sections",
     "label": "pipeline.label",
     "split": "pipeline.splits",
+    "pairs": "pipeline.pairs",
+    "vqa": "pipeline.datasets.vqa_rad",
     "shards": "pipeline.shards",
 }
+#: A VQA-RAD release has questions, not reports: only the vqa stage applies (it runs the images
+#: stage on the release's images itself).
+VQA_ONLY_ADAPTER = "vqa_rad"
 
 app = typer.Typer(
     name="medvill-prep",
@@ -58,7 +63,9 @@ RawOpt = Annotated[
 ]
 AdapterOpt = Annotated[
     str | None,
-    typer.Option(help="Adapter for a dataset not listed in params.yaml: sample, mimic_cxr, openi."),
+    typer.Option(
+        help="Adapter for a dataset not listed in params.yaml: sample, mimic_cxr, openi, vqa_rad."
+    ),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -107,6 +114,12 @@ def run_stages(
             ],
         }
     paths = dataset_paths(params, dataset, raw=raw, out=out)
+    if paths.adapter == VQA_ONLY_ADAPTER:
+        stages = [s for s in stages if s == "vqa"]
+        if not stages:
+            raise ValueError(
+                f"dataset '{dataset}' is a VQA-RAD release: only `medvill-prep vqa` applies to it"
+            )
     n_workers = workers if workers > 0 else default_workers()
     results = []
     for stage in stages:
@@ -170,7 +183,67 @@ _stage_command(
     "Assign train/valid/test: the official split where the dataset has one, else a patient-level "
     "hash of (seed, patient_id).",
 )
+_stage_command(
+    "pairs",
+    "Build MedViLL task files: Train/Valid/Test JSONL, IRM negatives, I2T/T2I retrieval blocks "
+    "of pairs.retrieval_candidates, R2Gen annotation.json.",
+)
+_stage_command(
+    "vqa",
+    "VQA files in the MEVF data_RAD layout (JSON, no pickles): the VQA-RAD release for adapter "
+    "vqa_rad (images through the images stage), else a synthetic closed/open set from labels.",
+)
 _stage_command("shards", "Write WebDataset tar shards per split plus a shard index JSON.")
+
+
+@app.command(name="label-reports")
+def label_reports_command(
+    reports_csv: Annotated[
+        Path,
+        typer.Argument(
+            help="Headerless one-column CSV of reports, as for the original chexpert-labeler "
+            "(label.py --reports_path)."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output CSV: Reports + 14 CheXpert columns.")
+    ] = Path("labeled_reports.csv"),
+    workers: WorkersOpt = 0,
+    sections_to_extract: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sections-to-extract",
+            help="Only label these sections (lower-case titles, e.g. impression); repeatable.",
+        ),
+    ] = None,
+    extract_strict: Annotated[
+        bool,
+        typer.Option(
+            "--extract-strict/--no-extract-strict",
+            help="With --sections-to-extract: a report without those sections becomes empty "
+            "(No Finding = 1) instead of falling back to the whole report.",
+        ),
+    ] = False,
+) -> None:
+    """Label a CSV of reports with the offline CheXpert labeler (drop-in for label.py).
+
+    Output values are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) and blank (not
+    mentioned), in the original labeler's column order.
+    """
+    from pipeline.labeler import label_reports_csv
+
+    _setup_logging()
+    if not reports_csv.is_file():
+        console.print(f"[bold red]error:[/] {reports_csv} not found")
+        raise typer.Exit(code=2)
+    count = label_reports_csv(
+        reports_csv,
+        output,
+        workers=workers if workers > 0 else default_workers(),
+        sections_to_extract=tuple(sections_to_extract or ()),
+        extract_strict=extract_strict,
+    )
+    console.print(f"labelled {count} reports → {output}")
 
 
 @app.command(name="all")

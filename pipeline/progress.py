@@ -29,7 +29,7 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
     """Yield ``items`` while showing progress.
 
     In a terminal this is a rich bar with ETA; otherwise (CI, DVC logs, pipes) one log line at
-    every 10 % so logs stay readable.
+    every 10 % (only the last one for short runs) so logs stay readable.
     """
     if total <= 0:
         yield from items
@@ -49,7 +49,7 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
                 progress.advance(task)
         return
     start = time.perf_counter()
-    step = max(1, total // 10)
+    step = max(1, total // 10) if total >= 100 else total
     for done, item in enumerate(items, start=1):
         yield item
         if done % step == 0 or done == total:

@@ -35,13 +35,23 @@ def read_adapter(adapter: str, raw: Path, params: dict[str, Any]) -> AdapterResu
     return module.read_dataset(raw, params)
 
 
+def dataset_views(params: dict[str, Any], name: str) -> list[str]:
+    """Views kept for dataset ``name``: its own ``views`` entry in ``datasets`` if it has one
+    (Open-I XML gives no per-image view, so it needs ``views: []``), else ``ingest.views``.
+    An empty list keeps every view."""
+    for entry in params.get("datasets", []):
+        if entry.get("name") == name and "views" in entry:
+            return list(entry["views"] or [])
+    return list(params.get("ingest", {}).get("views", []))
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
     """Ingest ``paths.raw`` into ``<interim>/ingest/records.parquet``."""
     run = StageRun("ingest", paths.name, paths.stage_dir("ingest"))
     result = read_adapter(paths.adapter, paths.raw, params)
     run.n_in = len(result.records) + len(result.rejects)
     run.reject_many(result.rejects)
-    views = {v.upper() for v in params.get("ingest", {}).get("views", [])}
+    views = {v.upper() for v in dataset_views(params, paths.name)}
 
     kept: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -66,7 +76,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
                 f"{sorted(views)}",
             )
             continue
-        kept.append({column: record[column] for column in INGEST_COLUMNS})
+        kept.append({column: record[column] for column in INGEST_COLUMNS} | {"dataset": paths.name})
 
     frame = pd.DataFrame(kept, columns=list(INGEST_COLUMNS))
     frame = frame.astype({c: "string" for c in INGEST_COLUMNS if c != "synthetic_report"})
