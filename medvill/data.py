@@ -1,0 +1,523 @@
+"""Shards → pretraining batches (WebDataset), deterministic and resumable.
+
+Pipeline per loader worker (open_clip-style, ``log_and_continue`` on corrupt samples):
+
+1. the split's shard list from ``index.json``, permuted by (seed, epoch);
+2. ``tarfile_to_samples`` groups tar members by key — raw bytes only;
+3. a seeded shuffle buffer (same order in every process);
+4. stream split: sample *i* of that global order goes to stream ``i mod (world × workers)``, so
+   ranks and workers see disjoint samples even when there are fewer shards than streams (the
+   demo has one) and a rank's global batch is the same set of samples whatever the world size;
+5. decode — only ``jpg``/``png`` (PIL), ``txt`` (UTF-8) and ``json`` members are read, other
+   members are ignored, nothing is ever unpickled —, IRM pairing, tokenisation, MLM masking,
+   image augmentation, each driven by an RNG seeded from (seed, epoch, sample key), so a sample
+   is processed identically whichever worker or rank gets it;
+6. batching, with one visual-feature subset and (for Bi & S2S) one mask type per global
+   mini-batch, seeded by (seed, epoch, optimizer step).
+
+Data position: a rank's micro-batches come round-robin from its workers (PyTorch's
+``DataLoader`` order); :func:`rank_schedule` computes that order from the index's sample counts,
+so a resumed epoch skips, per worker, exactly the batches already consumed — before decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.transforms.v2 import functional as TF
+
+from medvill.model.heads import IGNORE_INDEX
+from medvill.model.masks import resolve_mask_type
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_MEMBERS = ("jpg", "png")
+
+
+def log_and_continue(error: Exception) -> bool:
+    """WebDataset handler (as open_clip's): log the corrupt sample or shard and go on."""
+    log.warning("skipping a sample or shard: %r", error)
+    return True
+
+
+# --------------------------------------------------------------------------- index and schedule
+
+
+@dataclass(frozen=True)
+class SplitShards:
+    """Shard files of one split (absolute paths) and their sample counts."""
+
+    files: tuple[str, ...]
+    samples: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.samples)
+
+
+def read_index(index_path: Path | str, split: str) -> SplitShards:
+    """Read ``data/shards/<dataset>/index.json``; shard paths are relative to its folder."""
+    path = Path(index_path)
+    index = json.loads(path.read_text(encoding="utf-8"))
+    if split not in index.get("splits", {}):
+        raise KeyError(f"{path}: no split {split!r} (has {sorted(index.get('splits', {}))})")
+    shards = index["splits"][split]["shards"]
+    files = tuple(str((path.parent / s["file"]).resolve()) for s in shards)
+    return SplitShards(files=files, samples=tuple(int(s["samples"]) for s in shards))
+
+
+def stream_sizes(total: int, streams: int) -> list[int]:
+    """Samples of each stream under the modulo split of a ``total``-sample epoch."""
+    return [total // streams + (1 if s < total % streams else 0) for s in range(streams)]
+
+
+def rank_schedule(
+    total: int, world: int, rank: int, num_workers: int, batch_size: int
+) -> list[tuple[int, int]]:
+    """The (worker, worker-batch index) of each micro-batch a rank receives, in order.
+
+    Each worker drops its last partial batch; the ``DataLoader`` visits workers round-robin and
+    skips exhausted ones.
+    """
+    workers = max(num_workers, 1)
+    sizes = stream_sizes(total, world * workers)[rank * workers : (rank + 1) * workers]
+    counts = [size // batch_size for size in sizes]
+    order: list[tuple[int, int]] = []
+    for j in range(max(counts, default=0)):
+        order.extend((w, j) for w in range(workers) if j < counts[w])
+    return order
+
+
+def micro_batches_per_epoch(
+    total: int, world: int, num_workers: int, batch_size: int, accumulation: int
+) -> int:
+    """Micro-batches every rank runs per epoch: the least any rank has, whole optimizer steps."""
+    least = min(len(rank_schedule(total, world, r, num_workers, batch_size)) for r in range(world))
+    return least - least % accumulation
+
+
+# --------------------------------------------------------------------------- per-sample transforms
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The RNG of one sample in one epoch, independent of worker, rank and order."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode("utf-8"))])
+
+
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The RNG shared by every micro-batch of one optimizer step (all ranks)."""
+    state = np.random.SeedSequence([seed, epoch, step, 0x6D76]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) like torchvision's ``RandomResizedCrop.get_params`` but from ``rng``.
+
+    Ten tries for a crop that fits; else the central crop at the nearest allowed aspect ratio.
+    With the paper's scale (0.8, 1.1), draws above 1 never fit and fall to another try.
+    """
+    area = height * width
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = float(np.exp(rng.uniform(log_ratio[0], log_ratio[1])))
+        w = round(np.sqrt(target * aspect))
+        h = round(np.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def decode_image(
+    data: bytes,
+    size: int,
+    rng: np.random.Generator | None,
+    scale: tuple[float, float] = (0.8, 1.1),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """Image bytes → (3, size, size) ImageNet-normalised float tensor.
+
+    Grey is replicated to 3 channels (formats §5). With ``rng`` (pretraining) a random resized
+    crop to ``size``; without, a plain resize when the stored size differs. JPEGs are decoded
+    at reduced scale when the target is at most half the stored size (the demo's 128² from
+    512² shards), which keeps the loader ahead of the model on CPU.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format == "JPEG" and min(img.size) >= 2 * size:
+            img.draft("L", (size, size))
+        grey = img.convert("L")
+        array = np.asarray(grey, dtype=np.uint8).copy()
+    tensor = torch.from_numpy(array)[None].float().div_(255.0)
+    height, width = array.shape
+    if rng is not None:
+        top, left, h, w = random_resized_crop_params(height, width, rng, scale, ratio)
+        tensor = TF.resized_crop(tensor, top, left, h, w, [size, size], antialias=True)
+    elif (height, width) != (size, size):
+        tensor = TF.resize(tensor, [size, size], antialias=True)
+    tensor = tensor.expand(3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (tensor - mean) / std
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Token ids and layout of the text block (formats §6–7)."""
+
+    max_tokens: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    vocab_size: int
+    special_ids: tuple[int, ...]
+    text_cls: bool = False  # Non-cross: an extra [CLS] opens the text block
+
+    @property
+    def slots(self) -> int:
+        return self.max_tokens + 1 + (1 if self.text_cls else 0)
+
+
+def text_block(token_ids: list[int], spec: TextSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Truncate at the tail, append [SEP], pad: ``(ids (L,), valid (L,))``."""
+    ids = list(token_ids[: spec.max_tokens])
+    block = ([spec.cls_id] if spec.text_cls else []) + ids + [spec.sep_id]
+    valid = np.zeros(spec.slots, dtype=bool)
+    valid[: len(block)] = True
+    out = np.full(spec.slots, spec.pad_id, dtype=np.int64)
+    out[: len(block)] = block
+    return out, valid
+
+
+def mask_tokens(
+    ids: np.ndarray,
+    valid: np.ndarray,
+    spec: TextSpec,
+    rng: np.random.Generator,
+    probability: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of report tokens (formats §9): each token (never [CLS]/[SEP]/[PAD]) is
+    chosen with ``probability``; a chosen token becomes [MASK] 80 %, a random non-special
+    token 10 %, or stays 10 %. If none is chosen, the first token is. Returns (inputs, labels)
+    with labels −100 on unchosen slots."""
+    special = np.isin(ids, np.asarray(spec.special_ids))
+    candidates = np.flatnonzero(valid & ~special)
+    inputs = ids.copy()
+    labels = np.full_like(ids, IGNORE_INDEX)
+    if candidates.size == 0:
+        return inputs, labels
+    chosen = candidates[rng.random(candidates.size) < probability]
+    if chosen.size == 0:
+        chosen = candidates[:1]
+    labels[chosen] = ids[chosen]
+    action = rng.random(chosen.size)
+    to_mask = chosen[action < 0.8]
+    to_random = chosen[(action >= 0.8) & (action < 0.9)]
+    inputs[to_mask] = spec.mask_id
+    if to_random.size:
+        normal = np.setdiff1d(np.arange(spec.vocab_size), np.asarray(spec.special_ids))
+        inputs[to_random] = rng.choice(normal, size=to_random.size)
+    return inputs, labels
+
+
+# --------------------------------------------------------------------------- IRM negatives
+
+
+@dataclass
+class IrmNegatives:
+    """The pairs stage's ``irm_negatives.parquet``: each training key's text and the keys of
+    reports with a different positive CheXpert label set."""
+
+    texts: dict[str, str]
+    negatives: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def read(cls, path: Path | str) -> IrmNegatives:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=["key", "text", "negative_keys"]).to_pydict()
+        texts = dict(zip(table["key"], table["text"], strict=True))
+        negatives = {
+            key: tuple(n for n in (negs or ()) if n in texts)
+            for key, negs in zip(table["key"], table["negative_keys"], strict=True)
+        }
+        without = sum(1 for negs in negatives.values() if not negs)
+        if without:
+            log.warning(
+                "IRM: %d of %d training keys have no negatives; they are always matched pairs",
+                without,
+                len(negatives),
+            )
+        return cls(texts=texts, negatives=negatives)
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """Everything that decides the batches; identical on every rank."""
+
+    batch_size: int  # per rank, per micro-batch
+    accumulation: int = 1
+    num_workers: int = 0
+    shuffle_buffer: int = 1000
+    seed: int = 123
+    image_size: int = 512
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.8, 1.1)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    grid_cells: int = 256
+    num_sampled_visual: int = 180
+    mask_type: str = "bar"
+    s2s_probability: float = 0.75
+    mlm_probability: float = 0.15
+    negative_probability: float = 0.5
+
+
+def deterministic_shuffle(
+    samples: Iterable[dict[str, Any]], bufsize: int, rng: np.random.Generator
+) -> Iterator[dict[str, Any]]:
+    """Buffer shuffle from an explicit RNG (webdataset's uses a process-local one)."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        if len(buffer) < bufsize:
+            buffer.append(sample)
+            continue
+        index = int(rng.integers(0, len(buffer)))
+        yield buffer[index]
+        buffer[index] = sample
+    order = rng.permutation(len(buffer))
+    for index in order:
+        yield buffer[int(index)]
+
+
+class PretrainShards(IterableDataset):
+    """Iterable of collated pretraining micro-batches for one rank.
+
+    Call :meth:`set_epoch` before building each epoch's ``DataLoader`` (``batch_size=None``);
+    ``start`` is the number of this epoch's micro-batches already consumed (resume).
+    """
+
+    def __init__(
+        self,
+        shards: SplitShards,
+        tokenizer: Any,
+        spec: TextSpec,
+        settings: LoaderSettings,
+        negatives: IrmNegatives | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        super().__init__()
+        if settings.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.shards = shards
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.settings = settings
+        self.negatives = negatives
+        self.rank = rank
+        self.world = world
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def workers(self) -> int:
+        return max(self.settings.num_workers, 1)
+
+    def micro_batches_per_epoch(self) -> int:
+        s = self.settings
+        return micro_batches_per_epoch(
+            self.shards.total, self.world, s.num_workers, s.batch_size, s.accumulation
+        )
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def _plan(self, physical_worker: int) -> tuple[int, list[int], int]:
+        """(logical worker, rank-micro indices of its batches still to produce, batches to skip).
+
+        Physical worker 0 is the one the ``DataLoader`` asks first, so the worker owning the
+        next micro-batch of the schedule is mapped to it (the round-robin is then unchanged).
+        """
+        s = self.settings
+        schedule = rank_schedule(
+            self.shards.total, self.world, self.rank, s.num_workers, s.batch_size
+        )[: self.micro_batches_per_epoch()]
+        first = schedule[self.start][0] if self.start < len(schedule) else 0
+        logical = (physical_worker + first) % self.workers
+        mine = [m for m, (w, _) in enumerate(schedule) if w == logical]
+        skip = sum(1 for m in mine if m < self.start)
+        return logical, [m for m in mine if m >= self.start], skip
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        if info is not None and info.num_workers != self.workers:
+            raise RuntimeError("DataLoader num_workers differs from LoaderSettings.num_workers")
+        logical, micro_indices, skip = self._plan(physical)
+        if not micro_indices:
+            return
+        s = self.settings
+        stream = self.rank * self.workers + logical
+        streams = self.world * self.workers
+        order = np.random.default_rng([s.seed, self.epoch, 1]).permutation(len(self.shards.files))
+        urls = [self.shards.files[i] for i in order]
+        raw = wds.DataPipeline(
+            wds.SimpleShardList(urls),
+            wds.tarfile_to_samples(handler=log_and_continue),
+        )
+        shuffled = deterministic_shuffle(
+            raw, s.shuffle_buffer, np.random.default_rng([s.seed, self.epoch, 2])
+        )
+        mine = (sample for i, sample in enumerate(shuffled) if i % streams == stream)
+        first = skip * s.batch_size
+        needed = len(micro_indices) * s.batch_size
+        counters = {"unpaired": 0, "failed": 0}
+        batch: list[dict[str, Any]] = []
+        produced = 0
+        for position, sample in enumerate(mine):
+            if position < first:
+                continue  # already consumed before the resume point: never decoded
+            if position >= first + needed:
+                break
+            try:
+                batch.append(self._process(sample, counters))
+            except Exception as error:  # a corrupt sample is logged and skipped, not fatal
+                counters["failed"] += 1
+                log_and_continue(error)
+                continue
+            if len(batch) == s.batch_size:
+                micro = micro_indices[produced]
+                yield self._collate(batch, micro // s.accumulation)
+                produced += 1
+                batch = []
+                if produced == len(micro_indices):
+                    break
+        if counters["unpaired"] or counters["failed"]:
+            log.info(
+                "rank %d worker %d epoch %d: %d samples not in the IRM negatives file (always "
+                "matched), %d samples failed to decode",
+                self.rank,
+                logical,
+                self.epoch,
+                counters["unpaired"],
+                counters["failed"],
+            )
+
+    def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
+        s = self.settings
+        key = sample["__key__"]
+        image_member = next((m for m in IMAGE_MEMBERS if m in sample), None)
+        if image_member is None or "txt" not in sample:
+            raise ValueError(f"sample {key} lacks an image (jpg/png) or txt member")
+        if "json" in sample:
+            json.loads(sample["json"])  # validates the metadata member; never unpickled
+        rng = sample_rng(s.seed, self.epoch, key)
+        text = sample["txt"].decode("utf-8")
+        matched = 1
+        draw = rng.random()
+        if self.negatives is not None:
+            options = self.negatives.negatives.get(key)
+            if options is None:
+                counters["unpaired"] += 1
+            elif options and draw < s.negative_probability:
+                text = self.negatives.texts[options[int(rng.integers(0, len(options)))]]
+                matched = 0
+        tokens = self.tokenizer(
+            text, add_special_tokens=False, truncation=True, max_length=self.spec.max_tokens
+        )["input_ids"]
+        ids, valid = text_block(tokens, self.spec)
+        inputs, labels = mask_tokens(ids, valid, self.spec, rng, s.mlm_probability)
+        image_rng = rng if s.augment else None
+        image = decode_image(
+            sample[image_member], s.image_size, image_rng, s.crop_scale, s.crop_ratio
+        )
+        return {
+            "key": key,
+            "image": image,
+            "text_ids": inputs,
+            "text_valid": valid,
+            "mlm_labels": labels,
+            "irm_label": matched,
+        }
+
+    def _collate(self, samples: list[dict[str, Any]], step: int) -> dict[str, Any]:
+        s = self.settings
+        generator = batch_generator(s.seed, self.epoch, step)
+        cells = torch.randperm(s.grid_cells, generator=generator)[: s.num_sampled_visual]
+        mask_type = resolve_mask_type(s.mask_type, generator, s.s2s_probability)
+        return {
+            "keys": [x["key"] for x in samples],
+            "images": torch.stack([x["image"] for x in samples]),
+            "text_ids": torch.from_numpy(np.stack([x["text_ids"] for x in samples])),
+            "text_valid": torch.from_numpy(np.stack([x["text_valid"] for x in samples])),
+            "mlm_labels": torch.from_numpy(np.stack([x["mlm_labels"] for x in samples])),
+            "irm_labels": torch.tensor([x["irm_label"] for x in samples], dtype=torch.long),
+            "visual_cells": torch.sort(cells).values,
+            "mask_type": mask_type,
+            "step": step,
+        }
+
+
+def make_loader(dataset: PretrainShards, seed: int) -> DataLoader:
+    """One epoch's ``DataLoader``. Its own seeded generator keeps the global torch RNG (used by
+    dropout) untouched, so a resumed run continues the same random stream."""
+    workers = dataset.settings.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed + dataset.epoch),
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def text_spec_for(tokenizer: Any, max_tokens: int, text_cls: bool) -> TextSpec:
+    """The :class:`TextSpec` of a tokenizer."""
+    special = tuple(int(i) for i in tokenizer.all_special_ids)
+    return TextSpec(
+        max_tokens=max_tokens,
+        pad_id=tokenizer.pad_token_id,
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        mask_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=special,
+        text_cls=text_cls,
+    )
+
+
+BatchFn = Callable[[dict[str, Any]], None]

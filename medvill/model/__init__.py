@@ -1,0 +1,1 @@
+"""MedViLL network: visual/text embeddings, attention masks, BERT encoder, pretraining heads."""

@@ -1,0 +1,595 @@
+"""MLM + IRM pretraining from WebDataset shards (``medvill pretrain``, the ``pretrain`` stage).
+
+One code path for a laptop CPU and ``torchrun`` across GPUs and nodes: the process group comes
+from torchrun's environment (NCCL on CUDA, gloo on CPU), each rank reads a disjoint part of the
+shard stream, and the loss of every micro-batch is normalised by the labelled-item count of the
+whole global batch, so DDP × gradient accumulation gives the gradient of one large batch.
+
+Exact resume: a checkpoint stores model (safetensors), optimizer, scheduler, RNG states and the
+data position (epoch, micro-batches consumed); every data-side random choice is a function of
+(seed, epoch, sample key or step), so the resumed run replays the same batches and losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from medvill.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from medvill.config import MedViLLConfig, config_from_profile
+from medvill.data import (
+    IrmNegatives,
+    LoaderSettings,
+    PretrainShards,
+    make_loader,
+    read_index,
+    text_spec_for,
+)
+from medvill.model.heads import IGNORE_INDEX
+from medvill.model.medvill import MedViLLForPretraining, load_pretrained_parts
+from medvill.tokenizer import load_tokenizer, tokenizer_ids
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = (
+    "step", "epoch", "loss", "mlm_loss", "irm_loss", "irm_accuracy", "lr", "samples_per_s",
+    "elapsed_s",
+)  # fmt: skip
+
+
+@dataclass
+class TrainSettings:
+    """The ``train`` block of a profile in params.yaml (defaults: the paper's settings)."""
+
+    seed: int = 123
+    epochs: int = 50
+    global_batch_size: int = 128
+    micro_batch_size: int = 32  # per device; accumulation = global / (micro × world)
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # linear (warmup + linear decay) | constant (the released code)
+    max_grad_norm: float = 1.0
+    precision: str = (
+        "auto"  # auto (bf16 on CUDA if supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
+    )
+    num_workers: int = 4
+    shuffle_buffer: int = 2000
+    augment: bool = True
+    mlm_probability: float = 0.15
+    negative_probability: float = 0.5
+    save_every_steps: int = 1000
+    keep_checkpoints: int = 2
+    log_every_steps: int = 10
+    max_steps: int = 0  # 0 = run all epochs
+    text_weights: str = "bert-base-uncased"  # local dir or hub id; "" = random init
+    imagenet: bool = True  # torchvision ImageNet weights for the backbone when obtainable
+    tensorboard: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train settings: {unknown}")
+        values = dict(data)
+        if "adam_betas" in values:
+            values["adam_betas"] = tuple(values["adam_betas"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Inputs and outputs of one pretraining run."""
+
+    index: Path  # data/shards/<dataset>/index.json
+    negatives: Path | None  # data/interim/<dataset>/pairs/irm_negatives.parquet
+    tokenizer: Path  # models/<dataset>/tokenizer
+    out: Path  # models/<dataset>/pretrain
+
+    @classmethod
+    def for_dataset(cls, dataset: str, root: Path = Path(".")) -> Paths:
+        return cls(
+            index=root / "data" / "shards" / dataset / "index.json",
+            negatives=root / "data" / "interim" / dataset / "pairs" / "irm_negatives.parquet",
+            tokenizer=root / "models" / dataset / "tokenizer",
+            out=root / "models" / dataset / "pretrain",
+        )
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (or reuse an existing one)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device, False)
+    if world > 1:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device, True)
+    return Dist(device=device)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup then linear decay to 0 (or constant after warmup)."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    if schedule not in ("linear", "constant"):
+        raise ValueError("schedule must be 'linear' or 'constant'")
+    return factor
+
+
+def _autocast(precision: str, device: torch.device) -> tuple[Any, bool]:
+    """(autocast context factory, use GradScaler). Mixed precision only on CUDA."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext, False
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
+
+
+def _all_reduce(values: torch.Tensor, op: Any = None) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+    return values
+
+
+class MetricsLog:
+    """metrics.csv (appended each step, trimmed to the resume step) and TensorBoard."""
+
+    def __init__(self, out: Path, resume_step: int, tensorboard: bool) -> None:
+        self.path = out / "metrics.csv"
+        rows: list[dict[str, str]] = []
+        if resume_step > 0 and self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
+        self.handle = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self.writer = csv.DictWriter(self.handle, fieldnames=list(METRIC_COLUMNS))
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        self.handle.flush()
+        self.rows = [{k: float(v) for k, v in r.items()} for r in rows]
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step + 1)
+            except ImportError:
+                log.info("tensorboard not installed: metrics go to metrics.csv only")
+
+    def write(self, row: dict[str, float]) -> None:
+        self.writer.writerow(row)
+        self.handle.flush()
+        self.rows.append(row)
+        if self.tb is not None:
+            for name in ("loss", "mlm_loss", "irm_loss", "irm_accuracy", "lr", "samples_per_s"):
+                self.tb.add_scalar(f"pretrain/{name}", row[name], int(row["step"]))
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _progress(total: int, start: int, enabled: bool) -> Any:
+    """A rich progress bar in a terminal; None in CI/logs (log lines are written instead)."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+    )  # fmt: skip
+    progress.start()
+    progress.add_task("steps", total=total, completed=start, info="")
+    return progress
+
+
+def pretrain(
+    profile: dict[str, Any],
+    paths: Paths,
+    resume: bool = False,
+    mask_type: str | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns the summary also written to ``metrics.json``.
+
+    ``profile`` is a ``pretrain.profiles.<name>`` block: ``model`` (MedViLLConfig fields) and
+    ``train`` (:class:`TrainSettings`). ``on_step(step, row)`` is called after each optimizer
+    step on every rank (tests use it to stop a run as a crash would).
+    """
+    settings = TrainSettings.from_dict(profile.get("train", {}))
+    ddp = init_distributed()
+    try:
+        return _run(profile, settings, paths, resume, mask_type, on_step, show_progress, ddp)
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _run(
+    profile: dict[str, Any],
+    settings: TrainSettings,
+    paths: Paths,
+    resume: bool,
+    mask_type: str | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+    show_progress: bool,
+    ddp: Dist,
+) -> dict[str, Any]:
+    out = Path(paths.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_step = settings.micro_batch_size * ddp.world
+    if settings.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {settings.global_batch_size} is not a multiple of "
+            f"micro_batch_size × world = {per_step}"
+        )
+    accumulation = settings.global_batch_size // per_step
+
+    tokenizer = load_tokenizer(paths.tokenizer)
+    model_fields = dict(profile.get("model", {}))
+    if mask_type:
+        model_fields["attention_mask_type"] = mask_type
+    config = config_from_profile({"model": model_fields}, tokenizer_ids(tokenizer))
+
+    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
+    torch.manual_seed(settings.seed)
+    if checkpoint is not None:
+        model = MedViLLForPretraining.from_pretrained(str(checkpoint))
+        state = load_trainer_state(checkpoint)
+        if int(state["world"]) != ddp.world or int(state["num_workers"]) != settings.num_workers:
+            raise ValueError(
+                f"{checkpoint} was written with world={state['world']}, "
+                f"num_workers={state['num_workers']}; resume with the same values"
+            )
+        log.info("resuming from %s (step %d)", checkpoint, state["step"])
+    else:
+        model = MedViLLForPretraining(config)
+        origin = load_pretrained_parts(model, settings.text_weights, settings.imagenet)
+        log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
+        state = None
+    model.to(ddp.device)
+    model.train()
+
+    shards = read_index(paths.index, "train")
+    negatives = None
+    if paths.negatives is not None and Path(paths.negatives).exists():
+        negatives = IrmNegatives.read(paths.negatives)
+    else:
+        log.warning("no IRM negatives file at %s: every pair is matched", paths.negatives)
+    loader_settings = LoaderSettings(
+        batch_size=settings.micro_batch_size,
+        accumulation=accumulation,
+        num_workers=settings.num_workers,
+        shuffle_buffer=settings.shuffle_buffer,
+        seed=settings.seed,
+        image_size=config.image_size,
+        augment=settings.augment,
+        grid_cells=config.num_visual_features,
+        num_sampled_visual=config.num_sampled_visual,
+        mask_type=config.attention_mask_type,
+        s2s_probability=config.s2s_probability,
+        mlm_probability=settings.mlm_probability,
+        negative_probability=settings.negative_probability,
+    )
+    spec = text_spec_for(
+        tokenizer, config.max_text_tokens, config.attention_mask_type == "noncross"
+    )
+    dataset = PretrainShards(shards, tokenizer, spec, loader_settings, negatives, ddp.rank,
+                             ddp.world)  # fmt: skip
+    micro_per_epoch = dataset.micro_batches_per_epoch()
+    steps_per_epoch = micro_per_epoch // accumulation
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{shards.total} training samples give no full global batch of "
+            f"{settings.global_batch_size} on {ddp.world} rank(s)"
+        )
+    total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps > 0:
+        total_steps = min(total_steps, settings.max_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=settings.lr,
+        betas=settings.adam_betas,
+        eps=settings.adam_eps,
+    )
+    warmup = round(settings.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(settings.schedule, warmup, total_steps)
+    )
+    autocast, use_scaler = _autocast(settings.precision, ddp.device)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    step, epoch, consumed = 0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"][ddp.rank])
+        step, epoch, consumed = int(state["step"]), int(state["epoch"]), int(state["consumed"])
+        if consumed >= micro_per_epoch:
+            epoch, consumed = epoch + 1, 0
+
+    wrapped: Any = model
+    if ddp.world > 1:
+        wrapped = DistributedDataParallel(
+            model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
+        )
+
+    metrics = MetricsLog(out, step, settings.tensorboard) if ddp.main else None
+    progress = _progress(total_steps, step, show_progress and ddp.main)
+    start_time = time.perf_counter()
+    log.info(
+        "pretraining: %d samples, %d steps/epoch, %d steps total, global batch %d "
+        "(%d × %d ranks × %d accumulation), mask %s, device %s",
+        shards.total, steps_per_epoch, total_steps, settings.global_batch_size,
+        settings.micro_batch_size, ddp.world, accumulation, config.attention_mask_type,
+        ddp.device,
+    )  # fmt: skip
+    try:
+        while step < total_steps and epoch < settings.epochs:
+            dataset.set_epoch(epoch, consumed)
+            batches = iter(make_loader(dataset, settings.seed))
+            while consumed < micro_per_epoch and step < total_steps:
+                tick = time.perf_counter()
+                micro = [b for _, b in zip(range(accumulation), batches, strict=False)]
+                have = torch.tensor([1.0 if len(micro) == accumulation else 0.0])
+                if _all_reduce(have, dist.ReduceOp.MIN if ddp.world > 1 else None).item() < 1:
+                    log.warning("epoch %d ended early (a rank ran out of samples)", epoch)
+                    break
+                row = _train_step(wrapped, micro, optimizer, scheduler, scaler, autocast,
+                                  settings, ddp)  # fmt: skip
+                step += 1
+                consumed += accumulation
+                elapsed = time.perf_counter() - tick
+                row.update(
+                    step=step, epoch=epoch, elapsed_s=time.perf_counter() - start_time,
+                    samples_per_s=settings.global_batch_size / max(elapsed, 1e-9),
+                )  # fmt: skip
+                if metrics is not None:
+                    metrics.write(row)
+                if progress is not None:
+                    progress.update(
+                        progress.task_ids[0], completed=step, info=f"loss {row['loss']:.3f}"
+                    )
+                elif ddp.main and (step % settings.log_every_steps == 0 or step == 1):
+                    log.info(
+                        "step %d/%d epoch %d loss %.4f (mlm %.4f irm %.4f) lr %.2e %.1f samples/s",
+                        step, total_steps, epoch, row["loss"], row["mlm_loss"], row["irm_loss"],
+                        row["lr"], row["samples_per_s"],
+                    )  # fmt: skip
+                if step % settings.save_every_steps == 0 or step == total_steps:
+                    _save(out, step, epoch, consumed, model, tokenizer, optimizer, scheduler,
+                          scaler, settings, ddp)  # fmt: skip
+                if on_step is not None:
+                    on_step(step, row)
+            del batches
+            if consumed >= micro_per_epoch:
+                epoch, consumed = epoch + 1, 0
+            elif step < total_steps:
+                epoch, consumed = epoch + 1, 0  # a rank ran dry: next epoch
+    finally:
+        if progress is not None:
+            progress.stop()
+        if metrics is not None:
+            metrics.close()
+
+    summary: dict[str, Any] = {}
+    if ddp.main:
+        final = out / "final"
+        model.save_pretrained(str(final), safe_serialization=True)
+        tokenizer.save_pretrained(str(final))
+        summary = _summarise(out, metrics.rows if metrics else [], settings)
+    return summary
+
+
+def _train_step(
+    model: Any,
+    micro: list[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    autocast: Any,
+    settings: TrainSettings,
+    ddp: Dist,
+) -> dict[str, float]:
+    """One optimizer step over ``len(micro)`` micro-batches; returns global-batch metrics."""
+    counts = torch.tensor(
+        [
+            float(sum(int((b["mlm_labels"] != IGNORE_INDEX).sum()) for b in micro)),
+            float(sum(len(b["irm_labels"]) for b in micro)),
+        ]
+    )
+    counts = _all_reduce(counts)
+    # DDP averages gradients over ranks, hence the × world inside the normalisers.
+    mlm_norm = counts[0].item() / ddp.world
+    irm_norm = counts[1].item() / ddp.world
+    sums = torch.zeros(3)  # mlm, irm, irm correct
+    for index, batch in enumerate(micro):
+        sync = index == len(micro) - 1 or not isinstance(model, DistributedDataParallel)
+        context = contextlib.nullcontext() if sync else model.no_sync()
+        with context, autocast():
+            out = model(
+                images=batch["images"].to(ddp.device, non_blocking=True),
+                text_ids=batch["text_ids"].to(ddp.device),
+                text_valid=batch["text_valid"].to(ddp.device),
+                visual_cells=batch["visual_cells"].to(ddp.device),
+                mask_type=batch["mask_type"],
+                mlm_labels=batch["mlm_labels"].to(ddp.device),
+                irm_labels=batch["irm_labels"].to(ddp.device),
+                mlm_normalizer=mlm_norm,
+                irm_normalizer=irm_norm,
+            )
+        with context:
+            (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+        correct = (out.irm_logits.argmax(-1).cpu() == batch["irm_labels"]).sum()
+        sums += torch.stack([out.mlm_loss.detach().cpu(), out.irm_loss.detach().cpu(),
+                             correct.float()])  # fmt: skip
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if settings.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], settings.max_grad_norm
+        )
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    lr = scheduler.get_last_lr()[0]
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    sums = _all_reduce(sums)
+    mlm, irm = sums[0].item() / ddp.world, sums[1].item() / ddp.world
+    return {
+        "loss": mlm + irm,
+        "mlm_loss": mlm,
+        "irm_loss": irm,
+        "irm_accuracy": sums[2].item() / max(counts[1].item(), 1.0),
+        "lr": lr,
+    }
+
+
+def _save(
+    out: Path,
+    step: int,
+    epoch: int,
+    consumed: int,
+    model: MedViLLForPretraining,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    settings: TrainSettings,
+    ddp: Dist,
+) -> None:
+    """Checkpoint on rank 0 with every rank's RNG state (gathered), then a barrier."""
+    states: list[Any] = [rng_state()]
+    if ddp.world > 1:
+        gathered: list[Any] = [None] * ddp.world
+        dist.all_gather_object(gathered, states[0])
+        states = gathered
+    if ddp.main:
+        trainer_state = {
+            "step": step,
+            "epoch": epoch,
+            "consumed": consumed,
+            "world": ddp.world,
+            "num_workers": settings.num_workers,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": states,
+        }
+        if scaler is not None:
+            trainer_state["scaler"] = scaler.state_dict()
+        path = save_checkpoint(out / "checkpoints", step, model, tokenizer, trainer_state,
+                               settings.keep_checkpoints)  # fmt: skip
+        log.info("checkpoint %s", path)
+    if ddp.world > 1:
+        dist.barrier()
+
+
+def _summarise(out: Path, rows: list[dict[str, float]], settings: TrainSettings) -> dict[str, Any]:
+    """metrics.json (DVC metric) and loss.png (DVC plot) from the whole run's rows."""
+    if not rows:
+        raise RuntimeError("no training step ran")
+    tail = rows[-min(len(rows), 5) :]
+    speeds = [r["samples_per_s"] for r in rows[1:]] or [rows[0]["samples_per_s"]]
+    summary = {
+        "steps": int(rows[-1]["step"]),
+        "epochs": int(rows[-1]["epoch"]) + 1,
+        "first_loss": rows[0]["loss"],
+        "final_loss": rows[-1]["loss"],
+        "final_loss_mean5": sum(r["loss"] for r in tail) / len(tail),
+        "final_mlm_loss": rows[-1]["mlm_loss"],
+        "final_irm_loss": rows[-1]["irm_loss"],
+        "samples_per_s": sum(speeds) / len(speeds),
+        "global_batch_size": settings.global_batch_size,
+        "wall_time_s": rows[-1]["elapsed_s"],
+    }
+    if any(math.isnan(v) for v in (summary["first_loss"], summary["final_loss"])):
+        log.error("loss became NaN")
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _plot(out / "loss.png", rows)
+    return summary
+
+
+def _plot(path: Path, rows: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name in ("loss", "mlm_loss", "irm_loss"):
+        ax.plot(steps, [r[name] for r in rows], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("MedViLL pretraining")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def config_for(profile: dict[str, Any], tokenizer_dir: Path) -> MedViLLConfig:
+    """The config a profile yields with a saved tokenizer (used by the CLI's dry listing)."""
+    return config_from_profile(profile, tokenizer_ids(load_tokenizer(tokenizer_dir)))
