@@ -1,0 +1,346 @@
+"""The ``images`` stage: raw radiograph → cropped, resized, padded 8-bit grey square.
+
+Reads ``<interim>/ingest/records.parquet`` and writes one ``files/<image id>.<jpg|png>`` per
+record, ``records.parquet`` (ingest columns + image geometry), ``rejects.parquet``,
+``stats.json``, ``timing.json`` and ``crop_montage.png`` (a DVC plot).
+
+The pixel work lives in :mod:`pipeline.imaging` as pure functions; this module only resolves
+params, reads files, runs the pure chain in worker processes and assembles the tables. Workers
+write their output file themselves and return only a small row, so image bytes never travel
+between processes. Records are processed in sorted image-id order and the encoders are
+deterministic, so a rerun produces byte-identical files and tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.imaging.decode import Decoded, ImageError, decode_image, to_uint8
+from pipeline.imaging.margins import Box, MarginParams, detect_margins
+from pipeline.imaging.montage import MontageItem, render_montage
+from pipeline.imaging.resize import (
+    FORMATS,
+    INTERPOLATIONS,
+    Placed,
+    content_size,
+    crop_resize_pad,
+    encode_image,
+)
+from pipeline.parallel import parallel_map
+from pipeline.params import DatasetPaths
+from pipeline.records import INGEST_COLUMNS, atomic_write_bytes, read_parquet, require_columns
+from pipeline.stage import StageRun
+
+STAGE = "images"
+FILES_DIR = "files"
+MONTAGE_FILE = "crop_montage.png"
+
+#: Columns this stage adds after the ingest columns, in order.
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_file",  # output path relative to the images stage dir, e.g. files/abc.jpg
+    "image_sha256",  # of the output file's bytes
+    "source_format",  # jpeg / png / dicom / other Pillow format name
+    "source_mode",  # Pillow mode (L, RGB, RGBA, I;16, …) or DICOM photometric interpretation
+    "source_bit_depth",  # bits per sample as stored
+    "source_width",
+    "source_height",
+    "decode_scale",  # 1, 2, 4 or 8: the source was decoded at 1/decode_scale resolution
+    "crop_left",  # crop box in source pixels; right/bottom exclusive
+    "crop_top",
+    "crop_right",
+    "crop_bottom",
+    "content_width",  # resized content before padding
+    "content_height",
+    "pad_left",  # where the content sits on the size×size canvas
+    "pad_top",
+)
+_STRING_COLUMNS = {"image_file", "image_sha256", "source_format", "source_mode"}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """The ``images:`` block of params.yaml, validated (a typo fails before any work)."""
+
+    output_size: int = 512
+    format: str = "jpg"
+    jpeg_quality: int = 95
+    interpolation: str = "lanczos"
+    pad_value: int = 0
+    min_side: int = 64
+    margin: MarginParams = field(default_factory=MarginParams)
+    fast_decode: bool = True
+    decode_oversample: float = 1.2
+    montage_count: int = 8
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ImageSettings:
+        """Build from the full params dict; unknown keys and bad values name the key."""
+        block = dict(params.get(STAGE) or {})
+        margin = dict(block.pop("margin", None) or {})
+        _check_keys(block, {f.name for f in fields(cls)} - {"margin"}, "images")
+        _check_keys(margin, {f.name for f in fields(MarginParams)}, "images.margin")
+        settings = cls(margin=MarginParams(**margin), **block)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        if self.format not in FORMATS:
+            problems.append(f"images.format={self.format!r} (choose {', '.join(FORMATS)})")
+        if self.interpolation not in INTERPOLATIONS:
+            choices = ", ".join(INTERPOLATIONS)
+            problems.append(f"images.interpolation={self.interpolation!r} (choose {choices})")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"images.jpeg_quality={self.jpeg_quality} (1..100)")
+        if not 0 <= self.pad_value <= 255:
+            problems.append(f"images.pad_value={self.pad_value} (0..255)")
+        if self.output_size < 16 or self.min_side < 1:
+            problems.append(
+                f"images.output_size={self.output_size} (≥16) / min_side={self.min_side} (≥1)"
+            )
+        if self.decode_oversample < 1.0:
+            problems.append(f"images.decode_oversample={self.decode_oversample} (≥1)")
+        if not 0.0 <= self.margin.max_fraction < 0.5:
+            problems.append(f"images.margin.max_fraction={self.margin.max_fraction} ([0, 0.5))")
+        if problems:
+            raise ValueError("invalid params.yaml: " + "; ".join(problems))
+
+
+def _check_keys(block: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(block) - known)
+    if unknown:
+        raise ValueError(
+            f"params.yaml {where}: unknown key(s) {unknown}; known: {', '.join(sorted(known))}"
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the pure chain computes for one source (also used by the montage)."""
+
+    decoded: Decoded
+    grey: np.ndarray
+    box: Box
+    source_box: Box
+    placed: Placed
+
+
+def prepare(data: bytes, settings: ImageSettings) -> Prepared:
+    """Decode → 8-bit grey → margins → crop/resize/pad. Raises ImageError for bad input."""
+    decoded = decode_image(
+        data, settings.output_size, settings.fast_decode, settings.decode_oversample
+    )
+    if min(decoded.width, decoded.height) < settings.min_side:
+        raise ImageError(
+            "too_small",
+            f"image is {decoded.width}×{decoded.height} px, under images.min_side="
+            f"{settings.min_side} px on a side",
+        )
+    grey = to_uint8(decoded.pixels)
+    low, high = int(grey.min()), int(grey.max())
+    if low == high:
+        raise ImageError("blank_image", f"every pixel has grey level {low}: no image content")
+    box = detect_margins(grey, settings.margin)
+    source_box = box.scaled(decoded.scale, decoded.width, decoded.height)
+    content = content_size(source_box.width, source_box.height, settings.output_size)
+    placed = crop_resize_pad(
+        grey, box, content, settings.output_size, settings.interpolation, settings.pad_value
+    )
+    return Prepared(decoded, grey, box, source_box, placed)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One record for a worker: where to read, where to write, how."""
+
+    image_id: str
+    source: str
+    target: str
+    image_file: str
+    settings: ImageSettings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A worker's answer: the new columns, or a reject code and message."""
+
+    image_id: str
+    columns: dict[str, Any] | None = None
+    code: str = ""
+    message: str = ""
+
+
+def read_source(path: Path) -> bytes:
+    """The source file's bytes; unreadable paths become ImageError with the OS reason."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as error:
+        raise ImageError("unreadable_path", "file not found") from error
+    except IsADirectoryError as error:
+        raise ImageError("unreadable_path", "path is a directory, not an image file") from error
+    except PermissionError as error:
+        raise ImageError("unreadable_path", "permission denied") from error
+    except OSError as error:
+        raise ImageError("unreadable_path", f"cannot read file: {error.strerror}") from error
+
+
+def process_one(task: Task) -> Outcome:
+    """Worker: read, prepare, encode and write one image; never raises for bad input."""
+    try:
+        result = prepare(read_source(Path(task.source)), task.settings)
+    except ImageError as error:
+        return Outcome(task.image_id, code=error.code, message=f"{task.source}: {error.message}")
+    encoded = encode_image(result.placed.pixels, task.settings.format, task.settings.jpeg_quality)
+    atomic_write_bytes(Path(task.target), encoded)
+    return Outcome(task.image_id, columns=_columns(task, result, encoded))
+
+
+def _columns(task: Task, result: Prepared, encoded: bytes) -> dict[str, Any]:
+    decoded, box, placed = result.decoded, result.source_box, result.placed
+    return {
+        "image_file": task.image_file,
+        "image_sha256": hashlib.sha256(encoded).hexdigest(),
+        "source_format": decoded.source_format,
+        "source_mode": decoded.source_mode,
+        "source_bit_depth": decoded.bit_depth,
+        "source_width": decoded.width,
+        "source_height": decoded.height,
+        "decode_scale": decoded.scale,
+        "crop_left": box.left,
+        "crop_top": box.top,
+        "crop_right": box.right,
+        "crop_bottom": box.bottom,
+        "content_width": placed.content_width,
+        "content_height": placed.content_height,
+        "pad_left": placed.left,
+        "pad_top": placed.top,
+    }
+
+
+def file_names(image_ids: list[str], suffix: str) -> dict[str, str]:
+    """A safe, unique file name per id (ids may hold '/', spaces, or differ only in case).
+
+    Ids that are already safe keep their name; others — and any name that would collide on a
+    case-insensitive file system — get a short hash of the original id appended.
+    """
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for image_id in image_ids:
+        stem = _SAFE_NAME.sub("_", image_id).lstrip(".")[:120] or "_"
+        if stem != image_id or stem.casefold() in used:
+            stem = f"{stem}-{hashlib.sha256(image_id.encode('utf-8')).hexdigest()[:12]}"
+        used.add(stem.casefold())
+        names[image_id] = f"{stem}.{suffix}"
+    return names
+
+
+def _tasks(
+    frame: pd.DataFrame, paths: DatasetPaths, settings: ImageSettings, run: StageRun
+) -> list[Task]:
+    """One task per distinct image id; repeated ids are rejected (they would share a file)."""
+    files_dir = paths.stage_dir(STAGE) / FILES_DIR
+    ids = [str(i) for i in frame["image_id"]]
+    names = file_names(list(dict.fromkeys(ids)), settings.format)
+    tasks, seen = [], set()
+    for image_id, image_path in zip(ids, frame["image_path"], strict=True):
+        source = paths.raw / str(image_path)
+        if image_id in seen:
+            run.reject(image_id, "duplicate_image_id", f"{source}: image id {image_id} repeated")
+            continue
+        seen.add(image_id)
+        name = names[image_id]
+        tasks.append(
+            Task(image_id, str(source), str(files_dir / name), f"{FILES_DIR}/{name}", settings)
+        )
+    return tasks
+
+
+def _records_frame(frame: pd.DataFrame, kept: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Ingest columns of the kept rows (input order) + this stage's columns, stable dtypes."""
+    base = frame.drop_duplicates("image_id", keep="first")
+    base = base[base["image_id"].astype(str).isin(kept)].reset_index(drop=True)
+    extra = pd.DataFrame([kept[str(i)] for i in base["image_id"]], columns=list(IMAGE_COLUMNS))
+    for column in IMAGE_COLUMNS:
+        extra[column] = extra[column].astype("string" if column in _STRING_COLUMNS else "int64")
+    return pd.concat([base[list(INGEST_COLUMNS)], extra], axis=1)
+
+
+def _remove_stale(files_dir: Path, keep: set[str]) -> int:
+    """Delete outputs of earlier runs that this run did not write (renamed ids, format)."""
+    removed = 0
+    if files_dir.is_dir():
+        for path in sorted(files_dir.iterdir()):
+            if path.is_file() and path.name not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def montage_items(
+    records: pd.DataFrame, paths: DatasetPaths, settings: ImageSettings
+) -> list[MontageItem]:
+    """The first ``montage_count`` kept records by image id, re-prepared for display."""
+    items = []
+    ordered = records.sort_values("image_id", kind="stable").head(settings.montage_count)
+    for row in ordered.itertuples(index=False):
+        result = prepare(read_source(paths.raw / str(row.image_path)), settings)
+        with Image.open(paths.stage_dir(STAGE) / str(row.image_file)) as written:
+            output = np.asarray(written.convert("L"))
+        items.append(MontageItem(str(row.image_id), result.grey, result.box, output))
+    return items
+
+
+def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Process every ingested image; see the module docstring for the outputs."""
+    settings = ImageSettings.from_params(params)
+    source_table = paths.stage_dir("ingest") / "records.parquet"
+    frame = read_parquet(source_table)
+    require_columns(frame, INGEST_COLUMNS, source_table)
+    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    out_dir = paths.stage_dir(STAGE)
+    run = StageRun(STAGE, paths.name, out_dir)
+    run.n_in = len(frame)
+    tasks = _tasks(frame, paths, settings, run)
+
+    kept: dict[str, dict[str, Any]] = {}
+    for outcome in parallel_map(process_one, tasks, workers, f"images ({paths.name})"):
+        if outcome.columns is None:
+            run.reject(outcome.image_id, outcome.code, outcome.message)
+        else:
+            kept[outcome.image_id] = outcome.columns
+    records = _records_frame(frame, kept)
+    _remove_stale(out_dir / FILES_DIR, {Path(f).name for f in records["image_file"]})
+    montage = render_montage(montage_items(records, paths, settings))
+    atomic_write_bytes(out_dir / MONTAGE_FILE, montage)
+    run.extra.update(_summary(records, settings))
+    return run.finish(records)
+
+
+def _summary(records: pd.DataFrame, settings: ImageSettings) -> dict[str, Any]:
+    """Deterministic counts for stats.json (how often each decode path and crop happened)."""
+    cropped = (
+        (records["crop_left"] > 0)
+        | (records["crop_top"] > 0)
+        | (records["crop_right"] < records["source_width"])
+        | (records["crop_bottom"] < records["source_height"])
+    )
+    scales = Counter(int(s) for s in records["decode_scale"])
+    formats = Counter(str(f) for f in records["source_format"])
+    return {
+        "output_size": settings.output_size,
+        "output_format": settings.format,
+        "cropped": int(cropped.sum()),
+        "decode_scales": {str(k): v for k, v in sorted(scales.items())},
+        "source_formats": dict(sorted(formats.items())),
+        "montage_records": min(settings.montage_count, len(records)),
+    }
