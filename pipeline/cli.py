@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 
 from pipeline.datasets.common import LayoutError
 from pipeline.parallel import default_workers
-from pipeline.params import DEFAULT_PARAMS, dataset_paths, load_params
+from pipeline.params import DEFAULT_PARAMS, dataset_entries, dataset_paths, load_params
 
 #: Stage name → module with ``run_stage(paths, params, workers) -> stats``, in pipeline order.
 STAGES: dict[str, str] = {
@@ -106,13 +106,9 @@ def run_stages(
     """Run ``stages`` in order for ``dataset``; returns each stage's stats."""
     params = load_params(params_path)
     if adapter is not None:
-        params = {
-            **params,
-            "datasets": [
-                *[d for d in params.get("datasets", []) if d["name"] != dataset],
-                {"name": dataset, "adapter": adapter, "raw": str(raw or "")},
-            ],
-        }
+        entries = dataset_entries(params)
+        entries[dataset] = {**entries.get(dataset, {}), "adapter": adapter, "raw": str(raw or "")}
+        params = {**params, "datasets": entries}
     paths = dataset_paths(params, dataset, raw=raw, out=out)
     if paths.adapter == VQA_ONLY_ADAPTER:
         stages = [s for s in stages if s == "vqa"]

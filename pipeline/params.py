@@ -41,6 +41,17 @@ class DatasetPaths:
         return self.interim / stage
 
 
+def dataset_entries(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``datasets`` mapping of params.yaml: name → {adapter, raw, [views]}.
+
+    A mapping (not a list) so that DVC's ``foreach`` names stages ``images@<name>``.
+    """
+    entries = params.get("datasets") or {}
+    if not isinstance(entries, dict):
+        raise ValueError("params.yaml: `datasets` must map dataset names to {adapter, raw}")
+    return {str(name): dict(entry or {}) for name, entry in entries.items()}
+
+
 def dataset_paths(
     params: dict[str, Any],
     name: str,
@@ -52,8 +63,8 @@ def dataset_paths(
     ``raw`` and ``out`` override the configured raw root and the ``data/`` output root, so the
     same stages run on a dataset that is not (yet) listed in params.yaml.
     """
-    entries = {entry["name"]: entry for entry in params.get("datasets", [])}
-    entry = entries.get(name, {"name": name, "adapter": name})
+    entries = dataset_entries(params)
+    entry = entries.get(name, {"adapter": name})
     if name not in entries and raw is None:
         known = ", ".join(sorted(entries)) or "none"
         raise ValueError(

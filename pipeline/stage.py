@@ -41,11 +41,14 @@ class StageRun:
     def reject_many(self, rejects: Iterable[Reject]) -> None:
         self.rejects.extend(rejects)
 
-    def finish(self, records: pd.DataFrame, reconcile: bool = True) -> dict[str, Any]:
+    def finish(
+        self, records: pd.DataFrame, reconcile: bool = True, out_unit: str = "records"
+    ) -> dict[str, Any]:
         """Write ``records.parquet``, ``rejects.parquet``, ``stats.json`` and ``timing.json``.
 
-        ``reconcile=False`` is for stages whose output rows are not input rows (e.g. a stage
-        that writes one row per shard); they still report their counts.
+        ``reconcile=False`` is for stages whose output rows are not input rows (e.g. the demo
+        VQA set writes several questions per image); ``out_unit`` then names what ``out``
+        counts, and stats.json carries no ``reconciled`` claim.
         """
         n_out, n_rej = len(records), len(self.rejects)
         if reconcile and n_out + n_rej != self.n_in:
@@ -65,7 +68,7 @@ class StageRun:
             "in": self.n_in,
             "out": n_out,
             "rejected": n_rej,
-            "reconciled": n_out + n_rej == self.n_in,
+            **({"reconciled": n_out + n_rej == self.n_in} if reconcile else {"out_unit": out_unit}),
             "reject_reasons": dict(sorted(reasons.items())),
             **self.extra,
         }

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.datasets.common import AdapterResult, LayoutError
-from pipeline.params import DatasetPaths
+from pipeline.params import DatasetPaths, dataset_entries
 from pipeline.records import INGEST_COLUMNS
 from pipeline.stage import StageRun
 
@@ -39,9 +39,9 @@ def dataset_views(params: dict[str, Any], name: str) -> list[str]:
     """Views kept for dataset ``name``: its own ``views`` entry in ``datasets`` if it has one
     (Open-I XML gives no per-image view, so it needs ``views: []``), else ``ingest.views``.
     An empty list keeps every view."""
-    for entry in params.get("datasets", []):
-        if entry.get("name") == name and "views" in entry:
-            return list(entry["views"] or [])
+    entry = dataset_entries(params).get(name, {})
+    if "views" in entry:
+        return list(entry["views"] or [])
     return list(params.get("ingest", {}).get("views", []))
 
 

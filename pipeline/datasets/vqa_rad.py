@@ -468,7 +468,7 @@ def run_demo(paths: DatasetPaths, params: dict[str, Any]) -> dict[str, Any]:
         {"source": "demo", "synthetic": True, **write_vqa_files(run.out_dir, entries, by_name)}
     )
     # Output rows are questions, not input images: counts are reported, not reconciled.
-    return run.finish(records_frame(entries, by_name), reconcile=False)
+    return run.finish(records_frame(entries, by_name), reconcile=False, out_unit="questions")
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:

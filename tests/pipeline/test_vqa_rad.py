@@ -156,7 +156,7 @@ def test_release_through_the_images_stage(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     shutil.copytree(FIXTURE, raw)
     paths = vqa_paths(tmp_path, raw=raw)
-    params = {"images": {"size": 64}, "vqa": {"image_root": str(tmp_path)}}
+    params = {"images": {"output_size": 64}, "vqa": {"image_root": str(tmp_path)}}
     stats = run_stage(paths, params, workers=1)
     images = pd.read_parquet(paths.stage_dir("images") / "records.parquet")
     assert sorted(images["image_id"]) == ["synpic100132", "synpic31757", "synpic42202"]
