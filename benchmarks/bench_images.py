@@ -34,7 +34,7 @@ from pipeline.parallel import default_workers
 from pipeline.params import DatasetPaths
 from pipeline.records import INGEST_COLUMNS, write_parquet
 
-DEFAULT_SOURCES = Path("/work/shared/data/images")
+DEFAULT_SOURCES = Path(__file__).resolve().parents[1] / "data/sample/images"
 QUALITY = 95
 
 
@@ -56,7 +56,7 @@ def make_inputs(root: Path, sources: list[Path], count: int, sigma: float, seed:
     rng = np.random.default_rng(seed)
     paths = []
     for index in range(count):
-        path = root / f"mimic_like_{index:04d}.jpg"
+        path = root / f"mimic_like_s{seed}_g{sigma:g}_{index:04d}.jpg"
         width, height = int(rng.integers(2400, 2700)), int(rng.integers(2900, 3150))
         grain = film_grain((height, width), sigma, rng)
         paths.append(path)
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES)
     parser.add_argument("--grain", type=float, default=4.0, help="film-grain sigma (grey levels)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--interpolation", default="area", help="images.interpolation")
+    parser.add_argument("--interpolation", default="lanczos", help="images.interpolation")
     args = parser.parse_args()
     workers = args.workers or default_workers()
 
