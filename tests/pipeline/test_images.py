@@ -1,6 +1,6 @@
 """Tests of the images stage: pure functions on generated and real images, then the stage.
 
-Real inputs come from the shared sample set (see /work/shared/data/images/SOURCES.md); the
+Real inputs come from the embedded demo images (see data/sample/SOURCES.md); the
 generated ones have margins at exactly known positions so the detector can be held to ±2 px.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
@@ -32,7 +31,7 @@ from pipeline.imaging.resize import content_size, crop_resize_pad, encode_image
 from pipeline.params import DatasetPaths
 from pipeline.records import INGEST_COLUMNS, write_parquet
 
-SAMPLES = Path(os.environ.get("MEDVILL_SAMPLE_IMAGES", "/work/shared/data/images"))
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "sample" / "images"
 NIH = SAMPLES / "nih_chestxray14"
 MHH = SAMPLES / "mhh_covid19_cc_by_3.0"
 DICOM = SAMPLES / "dicom"

@@ -1,9 +1,8 @@
 """Tests of the sections stage: header splitting, name normalisation, section policy, stage I/O.
 
-The real report texts come from /work/shared/data/reports (see its SOURCES.md): the MIMIC-CXR
-website example, two NegBio examples with lower-case headers and CRLF line endings, and the
-CheXpert labeler's headerless sample impressions. Tests that need them are skipped when that
-folder is absent; every other test uses inline texts.
+Real report texts are verbatim copies in tests/fixtures/reports (see its README.md): the
+MIMIC-CXR website example, two NegBio examples with lower-case headers and CRLF line endings, and
+the CheXpert labeler's headerless sample impressions; the other tests use inline texts.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ from pipeline.sections import (
     split_sections,
 )
 
-REPORTS = Path("/work/shared/data/reports")
-needs_reports = pytest.mark.skipif(not REPORTS.is_dir(), reason="shared sample reports absent")
+REPORTS = Path(__file__).resolve().parents[1] / "fixtures" / "reports"
 
 MIMIC_FINDINGS = (
     "Cardiac size cannot be evaluated.  Large left pleural effusion is new.  Small\n"
@@ -119,7 +117,6 @@ def test_normalize_section_name(raw: str, expected: str) -> None:
 # --- split_sections on the real sample reports ------------------------------------------------
 
 
-@needs_reports
 def test_mimic_website_example_sections_and_texts() -> None:
     report = read_report("mimic_cxr_website_example.txt")
     sections = split_sections(report)
@@ -159,7 +156,6 @@ def test_mimic_website_example_sections_and_texts() -> None:
     )
 
 
-@needs_reports
 def test_negbio_lowercase_crlf_report_gives_findings_and_impression() -> None:
     """The strict MIMIC regex (newline, one space, capitals) finds no header in this file.
 
@@ -179,7 +175,6 @@ def test_negbio_lowercase_crlf_report_gives_findings_and_impression() -> None:
     assert choose_text(sections, "longest", False) == (NEGBIO_86_FINDINGS, "findings")
 
 
-@needs_reports
 def test_negbio_lowercase_study_title_inside_findings_is_not_a_header() -> None:
     report = read_report("negbio_00019248.txt")
     sections = split_sections(report)
@@ -190,7 +185,6 @@ def test_negbio_lowercase_study_title_inside_findings_is_not_a_header() -> None:
     assert choose_text(sections, "impression", False) == (NEGBIO_19248_FINDINGS, "findings")
 
 
-@needs_reports
 def test_chexpert_headerless_impressions_fall_back_to_full_report() -> None:
     with (REPORTS / "chexpert_labeler_sample_reports.csv").open(encoding="utf-8", newline="") as f:
         reports = [row[0] for row in csv.reader(f)]

@@ -14,14 +14,13 @@ from pipeline.records import CHEXPERT_LABELS, read_parquet, sample_key, write_pa
 from pipeline.shards import TAR_MTIME, run_stage
 from tests.pipeline.frames import dataset_paths, labelled_records
 
-SHARED_JPEG = (
-    Path(__file__).parents[3] / "shared/data/images/derived_jpeg/00002778_000_gray_q90.jpg"
-)
+SAMPLE_IMAGES = Path(__file__).resolve().parents[2] / "data/sample/images"
+SAMPLE_JPEG = SAMPLE_IMAGES / "derived_jpeg/00002778_000_gray_q90.jpg"
 
 
 def _jpeg_bytes(seed: int) -> bytes:
     """A real chest X-ray (NIH sample) shrunk to 64², shifted per seed so images differ."""
-    image = Image.open(SHARED_JPEG).convert("L").resize((64, 64))
+    image = Image.open(SAMPLE_JPEG).convert("L").resize((64, 64))
     array = np.roll(np.asarray(image), seed, axis=1)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=90)
