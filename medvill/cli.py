@@ -11,7 +11,10 @@ import typer
 
 from medvill.config import MASK_TYPES, load_params, profile_section
 
-app = typer.Typer(help="MedViLL model: tokenizer and pretraining.", no_args_is_help=True)
+app = typer.Typer(
+    help="MedViLL model: tokenizer, pretraining, downstream fine-tuning and evaluation.",
+    no_args_is_help=True,
+)
 
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", "-d", help="Dataset name: reads data/shards/<dataset>/.")
@@ -87,6 +90,110 @@ def pretrain(
     summary = run(section, Paths.for_dataset(dataset, root), resume=resume, mask_type=mask)
     if summary:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+TaskArg = Annotated[str, typer.Argument(help="classification | retrieval | vqa | generation")]
+
+
+def _finetune_profile(params: dict, profile: str, task: str) -> dict:
+    from medvill.tasks.common import finetune_section
+
+    return finetune_section(params, profile, task)
+
+
+@app.command()
+def finetune(
+    task: TaskArg,
+    dataset: DatasetOpt,
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="finetune.profiles entry: demo or paper.")
+    ] = "demo",
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained", help="Pretraining checkpoint (default models/<dataset>/pretrain/final)."
+        ),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
+) -> None:
+    """Fine-tune one downstream task from the pretrained checkpoint; writes
+    models/<dataset>/<task>/final/ (safetensors, tokenizer, task.json, train.json)."""
+    from medvill.tasks import settings_class, task_module
+    from medvill.tasks.common import TaskPaths
+
+    _logging(verbose)
+    module = task_module(task)
+    section = _finetune_profile(load_params(root / params), profile, task)
+    settings = settings_class(task).from_dict(section)
+    info = module.finetune(TaskPaths(root, dataset), settings, pretrained)
+    typer.echo(json.dumps({k: v for k, v in info.items() if k != "answers"}, indent=2,
+                          sort_keys=True))  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    task: TaskArg,
+    dataset: DatasetOpt,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="Fine-tuned model (default models/<dataset>/<task>/final)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default reports/<dataset>/<task>)."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
+) -> None:
+    """Evaluate a fine-tuned model on evaluate.split with evaluate.bootstrap resamples; writes
+    metrics.json, predictions.json and PNG plots (`medvill summary` then rebuilds
+    reports/summary.md; it is its own DVC stage, so evaluate never writes it)."""
+    from medvill.tasks import task_module
+    from medvill.tasks.common import EvalSettings, TaskPaths
+
+    _logging(verbose)
+    settings = EvalSettings.from_params(load_params(root / params))
+    doc = task_module(task).evaluate(TaskPaths(root, dataset), settings, checkpoint, out)
+    typer.echo(json.dumps({"metrics": doc["metrics"],
+                           "inference_ms_per_sample": doc["inference_ms_per_sample"]},
+                          indent=2, sort_keys=True))  # fmt: skip
+
+
+@app.command()
+def compare(
+    task: TaskArg,
+    a: Annotated[Path, typer.Argument(help="Evaluation folder A (has predictions.json).")],
+    b: Annotated[Path, typer.Argument(help="Evaluation folder B (same split as A).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the comparison JSON here too.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Paired test of two checkpoints' evaluations (`medvill evaluate --checkpoint X --out A`):
+    same bootstrap resamples for both, difference B − A with its interval, bootstrap p-value
+    and the paper's paired t-test over the resamples."""
+    from medvill.report import compare as run
+    from medvill.tasks.common import EvalSettings, write_json
+
+    settings = EvalSettings.from_params(load_params(root / params))
+    result = run(task, a, b, settings.bootstrap, settings.seed, settings.confidence)
+    if out is not None:
+        write_json(result, out)
+    typer.echo(json.dumps(result["metrics"], indent=2, sort_keys=True))
+
+
+@app.command()
+def summary(root: RootOpt = Path(".")) -> None:
+    """Regenerate reports/summary.md from every reports/<dataset>/<task>/metrics.json."""
+    from medvill.report import write_summary
+
+    typer.echo(str(write_summary(root)))
 
 
 def main() -> None:

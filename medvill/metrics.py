@@ -1,0 +1,403 @@
+"""The paper's downstream metrics as pure functions (numpy / scikit-learn / NLTK), plus the
+bootstrap and the paired test every reported number goes through.
+
+Definitions follow MedViLL (paper §IV-C, tables II–V) and the released code as summarised in
+``reference/medvill_formats.md`` §10:
+
+* classification — micro-averaged AUROC and F1 over all (sample, label) cells; F1 at a
+  threshold chosen on validation (the release used 0.5);
+* retrieval — per query block, candidates sorted by descending score; ``rank`` = 0-based
+  position of the first positive; MRR = mean 1/(rank+1); Hit@K = share of queries with
+  rank < K; R@K = positives in the top K / positives in the block; P@K = positives in top K / K;
+* VQA — the target score of the arg-max answer, averaged (open / closed / all);
+* report generation — perplexity (exp of the mean token cross-entropy per report, averaged over
+  reports), corpus BLEU-1..4 (NLTK ``corpus_bleu``, whitespace tokens, one reference: what the
+  release used), clinical efficacy from CheXpert labels of generated vs reference reports.
+
+Every function works on plain arrays so the same code scores a full test set and a bootstrap
+resample of it (:func:`bootstrap`, :func:`paired_bootstrap`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+# --------------------------------------------------------------------------- classification
+
+
+def _masked(
+    y_true: np.ndarray, y_score: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten (n, L) arrays to the cells that count (``valid`` True; all when None)."""
+    y_true = np.asarray(y_true, dtype=float)
+    y_score = np.asarray(y_score, dtype=float)
+    if y_true.shape != y_score.shape:
+        raise ValueError(f"shape mismatch: labels {y_true.shape} vs scores {y_score.shape}")
+    if valid is None:
+        return y_true.ravel(), y_score.ravel()
+    keep = np.asarray(valid, dtype=bool)
+    if keep.shape != y_true.shape:
+        raise ValueError(f"valid mask shape {keep.shape} differs from labels {y_true.shape}")
+    return y_true[keep], y_score[keep]
+
+
+def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Area under the ROC curve of one binary problem; NaN when only one class is present
+    (undefined, and a bootstrap resample may well contain a single class)."""
+    y_true = np.asarray(y_true, dtype=float).ravel()
+    if y_true.size == 0 or np.unique(y_true).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y_true, np.asarray(y_score, dtype=float).ravel()))
+
+
+def micro_auroc(y_true: np.ndarray, y_score: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Micro AUROC (paper table II): one ROC over every (sample, label) cell that counts.
+
+    Equal to scikit-learn's ``roc_auc_score(average="micro")`` when no cell is masked.
+    """
+    truth, score = _masked(y_true, y_score, valid)
+    return auroc(truth, score)
+
+
+def per_label_auroc(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    names: Sequence[str],
+    valid: np.ndarray | None = None,
+) -> dict[str, float]:
+    """AUROC of each label column (NaN where the column has one class among valid cells)."""
+    y_true = np.asarray(y_true, dtype=float)
+    y_score = np.asarray(y_score, dtype=float)
+    if y_true.shape[1] != len(names):
+        raise ValueError(f"{y_true.shape[1]} label columns but {len(names)} names")
+    keep = np.ones_like(y_true, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    return {
+        name: auroc(y_true[keep[:, j], j], y_score[keep[:, j], j]) for j, name in enumerate(names)
+    }
+
+
+def f1_from_counts(tp: float, fp: float, fn: float) -> float:
+    """F1 = 2TP / (2TP + FP + FN); 0 when there is nothing to find and nothing predicted is
+    counted as 0 rather than NaN so it averages (scikit-learn's ``zero_division=0``)."""
+    denom = 2 * tp + fp + fn
+    return float(2 * tp / denom) if denom > 0 else 0.0
+
+
+def micro_f1(y_true: np.ndarray, y_pred: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Micro F1 (paper table II): TP/FP/FN pooled over all (sample, label) cells that count."""
+    truth, pred = _masked(y_true, y_pred, valid)
+    truth, pred = truth > 0.5, pred > 0.5
+    return f1_from_counts(
+        float(np.sum(truth & pred)), float(np.sum(~truth & pred)), float(np.sum(truth & ~pred))
+    )
+
+
+def best_threshold(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    valid: np.ndarray | None = None,
+    default: float = 0.5,
+) -> float:
+    """The probability threshold that maximises micro F1 on (validation) scores.
+
+    Candidates are the distinct scores themselves (predict positive when score ≥ t); with no
+    positive cell the ``default`` (the release's 0.5) is returned. Ties go to the candidate
+    closest to ``default`` so a flat optimum does not pick an extreme.
+    """
+    truth, score = _masked(y_true, y_score, valid)
+    truth = truth > 0.5
+    if truth.sum() == 0 or score.size == 0:
+        return default
+    order = np.argsort(-score, kind="stable")
+    sorted_scores, sorted_truth = score[order], truth[order]
+    tp = np.cumsum(sorted_truth)
+    fp = np.cumsum(~sorted_truth)
+    fn = truth.sum() - tp
+    # only the last index of each run of equal scores is a valid cut
+    last = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    f1 = np.where(last, 2 * tp / np.maximum(2 * tp + fp + fn, 1), -1.0)
+    best = f1.max()
+    candidates = sorted_scores[np.isclose(f1, best) & last]
+    return float(candidates[np.argmin(np.abs(candidates - default))])
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+def first_positive_rank(scores: np.ndarray, relevant: np.ndarray) -> int:
+    """0-based position of the first relevant candidate after sorting by descending score.
+
+    Ties keep file order (a stable sort), so the result is deterministic. A block without any
+    relevant candidate is an error: MRR is undefined for it, and the pipeline's blocks always
+    contain the true pair.
+    """
+    scores = np.asarray(scores, dtype=float)
+    relevant = np.asarray(relevant, dtype=bool)
+    if scores.shape != relevant.shape or scores.ndim != 1:
+        raise ValueError("scores and relevance must be 1-D arrays of the same length")
+    if not relevant.any():
+        raise ValueError("a retrieval block has no positive candidate")
+    order = np.argsort(-scores, kind="stable")
+    return int(np.flatnonzero(relevant[order])[0])
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Per-query retrieval outcome: rank of the first positive, positives in top K, positives."""
+
+    rank: int
+    hits_at_k: int
+    positives: int
+
+
+def score_query(scores: np.ndarray, relevant: np.ndarray, k: int = 5) -> QueryResult:
+    """Rank one block (formats §10) and count the positives among its top ``k``."""
+    relevant = np.asarray(relevant, dtype=bool)
+    rank = first_positive_rank(scores, relevant)
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    return QueryResult(rank, int(relevant[order[:k]].sum()), int(relevant.sum()))
+
+
+def retrieval_metrics(results: Sequence[QueryResult], k: int = 5) -> dict[str, float]:
+    """MRR, Hit@K, R@K, P@K (MedViLL's definitions, as fractions; the paper prints ×100)."""
+    if not results:
+        raise ValueError("no retrieval queries to score")
+    ranks = np.array([r.rank for r in results], dtype=float)
+    hits = np.array([r.hits_at_k for r in results], dtype=float)
+    positives = np.array([r.positives for r in results], dtype=float)
+    return {
+        "mrr": float(np.mean(1.0 / (ranks + 1.0))),
+        f"hit@{k}": float(np.mean(ranks < k)),
+        f"recall@{k}": float(np.mean(hits / positives)),
+        f"precision@{k}": float(np.mean(hits / k)),
+    }
+
+
+# --------------------------------------------------------------------------- VQA
+
+
+def vqa_accuracy(
+    target_scores: np.ndarray, predicted: np.ndarray, answer_types: Sequence[str]
+) -> dict[str, float]:
+    """VQA-RAD accuracy (formats §10): the soft target score of the arg-max answer, averaged
+    over open (``OPEN``), closed (``CLOSED``) and all questions. A type absent from the set
+    gives NaN. ``target_scores`` (n, A), ``predicted`` (n,) answer indices."""
+    target_scores = np.asarray(target_scores, dtype=float)
+    predicted = np.asarray(predicted, dtype=int)
+    if target_scores.shape[0] != predicted.shape[0] or len(answer_types) != predicted.shape[0]:
+        raise ValueError("targets, predictions and answer types differ in length")
+    got = target_scores[np.arange(predicted.shape[0]), predicted]
+    kinds = np.array([t.strip().upper() for t in answer_types])
+
+    def mean(sel: np.ndarray) -> float:
+        return float(got[sel].mean()) if sel.any() else float("nan")
+
+    return {
+        "open": mean(kinds == "OPEN"),
+        "closed": mean(kinds == "CLOSED"),
+        "overall": mean(np.ones_like(kinds, dtype=bool)),
+    }
+
+
+# --------------------------------------------------------------------------- report generation
+
+
+def perplexity(token_nll: Sequence[np.ndarray]) -> float:
+    """Per report exp(mean token cross-entropy) on the reference report, averaged over reports
+    (formats §10). ``token_nll[i]`` holds report i's per-token negative log-likelihoods (nats)."""
+    values = [math.exp(float(np.mean(nll))) for nll in token_nll if len(nll) > 0]
+    if not values:
+        raise ValueError("no report with tokens to compute perplexity on")
+    return float(np.mean(values))
+
+
+def bleu_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU-1..4 with NLTK's ``corpus_bleu`` (the release's implementation): lower-cased
+    whitespace tokens, one reference per hypothesis, uniform n-gram weights, no smoothing."""
+    from nltk.translate.bleu_score import corpus_bleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError("hypotheses and references differ in length")
+    if not hypotheses:
+        raise ValueError("no reports to score")
+    hyps = [h.lower().split() for h in hypotheses]
+    refs = [[r.lower().split()] for r in references]
+    weights = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3, 1 / 3, 1 / 3), 4: (0.25, 0.25, 0.25, 0.25)}
+    with warnings.catch_warnings():  # NLTK warns on zero n-gram overlap; 0 is the right value
+        warnings.simplefilter("ignore", UserWarning)
+        return {f"bleu{n}": float(corpus_bleu(refs, hyps, weights=w)) for n, w in weights.items()}
+
+
+def clinical_efficacy(hyp_labels: np.ndarray, ref_labels: np.ndarray) -> dict[str, float]:
+    """Clinical efficacy as the issue and paper (table V) state it: CheXpert labels of the
+    generated (hyp) and reference reports, positive = 1 (uncertain, negative and blank are not
+    positive), micro-averaged over all (report, label) cells:
+    accuracy = share of cells where positivity agrees; precision/recall/F1 from pooled TP/FP/FN.
+
+    Inputs are (n, 14) arrays of 1 / 0 / −1 / NaN.
+    """
+    hyp = np.asarray(hyp_labels, dtype=float) == 1.0
+    ref = np.asarray(ref_labels, dtype=float) == 1.0
+    if hyp.shape != ref.shape:
+        raise ValueError(f"label shapes differ: {hyp.shape} vs {ref.shape}")
+    tp = float(np.sum(hyp & ref))
+    fp = float(np.sum(hyp & ~ref))
+    fn = float(np.sum(~hyp & ref))
+    return {
+        "ce_accuracy": float(np.mean(hyp == ref)) if hyp.size else float("nan"),
+        "ce_precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
+        "ce_recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
+        "ce_f1": f1_from_counts(tp, fp, fn),
+    }
+
+
+def clinical_efficacy_release(hyp_labels: np.ndarray, ref_labels: np.ndarray) -> dict[str, float]:
+    """The released code's variant (formats §10), logged beside the paper's: per category,
+    acc = P(hyp = ref) with blank = blank a match, prec = #(equal, non-blank)/#hyp non-blank,
+    rec = #(equal, non-blank)/#ref non-blank; each macro-averaged over the categories where it
+    is defined (all four label values count, not only positives)."""
+    hyp = np.asarray(hyp_labels, dtype=float)
+    ref = np.asarray(ref_labels, dtype=float)
+    if hyp.shape != ref.shape:
+        raise ValueError(f"label shapes differ: {hyp.shape} vs {ref.shape}")
+    hyp_blank, ref_blank = np.isnan(hyp), np.isnan(ref)
+    equal = (hyp == ref) | (hyp_blank & ref_blank)
+    equal_defined = (hyp == ref) & ~hyp_blank
+    accs, precs, recs, f1s = [], [], [], []
+    for j in range(hyp.shape[1]):
+        accs.append(float(equal[:, j].mean()) if hyp.shape[0] else float("nan"))
+        n_hyp, n_ref = float((~hyp_blank[:, j]).sum()), float((~ref_blank[:, j]).sum())
+        hit = float(equal_defined[:, j].sum())
+        p = hit / n_hyp if n_hyp else float("nan")
+        r = hit / n_ref if n_ref else float("nan")
+        precs.append(p)
+        recs.append(r)
+        if not (math.isnan(p) or math.isnan(r)) and p + r > 0:
+            f1s.append(2 * p * r / (p + r))
+        elif not (math.isnan(p) or math.isnan(r)):
+            f1s.append(0.0)
+
+    def avg(values: list[float]) -> float:
+        clean = [v for v in values if not math.isnan(v)]
+        return float(np.mean(clean)) if clean else float("nan")
+
+    return {
+        "ce_release_accuracy": avg(accs),
+        "ce_release_precision": avg(precs),
+        "ce_release_recall": avg(recs),
+        "ce_release_f1": avg(f1s),
+    }
+
+
+# --------------------------------------------------------------------------- statistics
+
+#: A metric computed on a subset of the evaluation items (given by their indices).
+Compute = Callable[[np.ndarray], Mapping[str, float]]
+
+
+def resample_indices(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_items) indices drawn with replacement from a seeded generator, so every
+    metric of a run and both checkpoints of a comparison use the same resamples."""
+    if n_items < 1:
+        raise ValueError("cannot bootstrap an empty evaluation set")
+    if n_resamples < 1:
+        raise ValueError("evaluate.bootstrap must be >= 1")
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_items, size=(n_resamples, n_items))
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    clean = values[~np.isnan(values)]
+    if clean.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(clean, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap(
+    compute: Compute,
+    n_items: int,
+    n_resamples: int = 30,
+    seed: int = 123,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Every metric of ``compute`` on the full set plus its bootstrap distribution.
+
+    Returns ``{metric: {value, mean, std, ci_low, ci_high, resamples}}``: ``value`` on all
+    items; mean/std over resamples (the paper reports mean (std) of 30 test-set resamples,
+    formats §10); a percentile interval at ``confidence``. NaN resamples (e.g. an AUROC on a
+    one-class resample) are left out of the summary.
+    """
+    indices = resample_indices(n_items, n_resamples, seed)
+    full = dict(compute(np.arange(n_items)))
+    draws = [dict(compute(idx)) for idx in indices]
+    out: dict[str, dict[str, float]] = {}
+    for name, value in full.items():
+        values = np.array([d.get(name, float("nan")) for d in draws], dtype=float)
+        low, high = _interval(values, confidence)
+        clean = values[~np.isnan(values)]
+        out[name] = {
+            "value": float(value),
+            "mean": float(clean.mean()) if clean.size else float("nan"),
+            "std": float(clean.std(ddof=1)) if clean.size > 1 else float("nan"),
+            "ci_low": low,
+            "ci_high": high,
+            "resamples": int(clean.size),
+        }
+    return out
+
+
+def paired_bootstrap(
+    compute_a: Compute,
+    compute_b: Compute,
+    n_items: int,
+    n_resamples: int = 30,
+    seed: int = 123,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Compare two systems scored on the *same* items with the *same* resamples.
+
+    Per metric: both full-set values, the difference B − A with its percentile interval, a
+    two-sided bootstrap p-value (twice the share of resample differences on the other side of
+    zero, capped at 1), and the paired t-test over the resample values — the paper's test
+    (t-test over 30 bootstrap runs, tables II–V).
+    """
+    from scipy.stats import ttest_rel
+
+    indices = resample_indices(n_items, n_resamples, seed)
+    full_a, full_b = dict(compute_a(np.arange(n_items))), dict(compute_b(np.arange(n_items)))
+    draws_a = [dict(compute_a(idx)) for idx in indices]
+    draws_b = [dict(compute_b(idx)) for idx in indices]
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(set(full_a) & set(full_b)):
+        a = np.array([d.get(name, float("nan")) for d in draws_a], dtype=float)
+        b = np.array([d.get(name, float("nan")) for d in draws_b], dtype=float)
+        keep = ~(np.isnan(a) | np.isnan(b))
+        diff = b[keep] - a[keep]
+        low, high = _interval(diff, confidence)
+        if diff.size:
+            p_boot = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+        else:
+            p_boot = float("nan")
+        if diff.size > 1 and np.std(diff) > 0:
+            p_t = float(ttest_rel(b[keep], a[keep]).pvalue)
+        else:
+            p_t = float("nan") if diff.size < 2 else (1.0 if np.all(diff == 0) else 0.0)
+        out[name] = {
+            "a": float(full_a[name]),
+            "b": float(full_b[name]),
+            "difference": float(full_b[name] - full_a[name]),
+            "ci_low": low,
+            "ci_high": high,
+            "p_bootstrap": float(p_boot),
+            "p_ttest": p_t,
+            "resamples": int(diff.size),
+        }
+    return out

@@ -1,0 +1,195 @@
+"""``medvill compare`` (paired bootstrap of two evaluations) and ``reports/summary.md`` (our
+numbers beside the paper's, generated from the metrics JSONs — never written by hand)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from medvill import metrics as M
+from medvill.tasks import task_module
+from medvill.tasks.common import TASKS
+
+#: MedViLL's own rows of the paper's tables (mean over 30 bootstrap runs; retrieval ×100 in the
+#: paper, stored here as fractions). Table II: classification; III: retrieval; IV: VQA-RAD;
+#: V: report generation. Inference time (ms) from each table's caption (MIMIC-CXR).
+PAPER: dict[str, dict[str, Any]] = {
+    "classification": {
+        "table": "II",
+        "metrics": {
+            "micro_auroc": {"MIMIC-CXR": 0.980, "Open-I": 0.892},
+            "micro_f1": {"MIMIC-CXR": 0.839, "Open-I": 0.407},
+        },
+        "inference_ms": {"classification": 12.5},
+    },
+    "retrieval": {
+        "table": "III",
+        "metrics": {
+            "r2i/mrr": {"MIMIC-CXR": 0.565, "Open-I": 0.513},
+            "r2i/hit@5": {"MIMIC-CXR": 0.770, "Open-I": 0.730},
+            "r2i/recall@5": {"MIMIC-CXR": 0.474, "Open-I": 0.129},
+            "r2i/precision@5": {"MIMIC-CXR": 0.199, "Open-I": 0.317},
+            "i2r/mrr": {"MIMIC-CXR": 0.558, "Open-I": 0.504},
+            "i2r/hit@5": {"MIMIC-CXR": 0.755, "Open-I": 0.638},
+            "i2r/recall@5": {"MIMIC-CXR": 0.471, "Open-I": 0.129},
+            "i2r/precision@5": {"MIMIC-CXR": 0.197, "Open-I": 0.355},
+        },
+        "inference_ms": {"r2i": 7.6, "i2r": 7.8},
+    },
+    "vqa": {
+        "table": "IV",
+        "metrics": {
+            "open": {"VQA-RAD": 0.595},
+            "closed": {"VQA-RAD": 0.777},
+            "chest_open": {"VQA-RAD": 0.587},
+            "chest_closed": {"VQA-RAD": 0.782},
+        },
+        "inference_ms": {"vqa": 19.46},
+    },
+    "generation": {
+        "table": "V",
+        "metrics": {
+            "perplexity": {"MIMIC-CXR": 4.185, "Open-I": 5.637},
+            "ce_accuracy": {"MIMIC-CXR": 0.841, "Open-I": 0.734},
+            "ce_precision": {"MIMIC-CXR": 0.698, "Open-I": 0.512},
+            "ce_recall": {"MIMIC-CXR": 0.559, "Open-I": 0.594},
+            "ce_f1": {"MIMIC-CXR": 0.621, "Open-I": 0.550},
+            "bleu4": {"MIMIC-CXR": 0.066, "Open-I": 0.049},
+        },
+        "inference_ms": {"generation": 32.81},
+    },
+}
+TITLES = {
+    "classification": "Diagnosis classification",
+    "retrieval": "Image-report retrieval",
+    "vqa": "VQA-RAD",
+    "generation": "Report generation",
+}
+
+
+def _load_predictions(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "predictions.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run `medvill evaluate` into {folder} first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _ids(task: str, pred: dict[str, Any]) -> list[Any]:
+    return {
+        "classification": lambda p: p["keys"],
+        "vqa": lambda p: p["qids"],
+        "generation": lambda p: p["ids"],
+    }[task](pred)
+
+
+def compare(
+    task: str, a: Path, b: Path, n_resamples: int, seed: int, confidence: float = 0.95
+) -> dict[str, Any]:
+    """Paired bootstrap (and the paper's t-test) of evaluation ``b`` against ``a``: both must
+    have scored the same items in the same order."""
+    module = task_module(task)
+    pa, pb = _load_predictions(a), _load_predictions(b)
+    for name, pred in (("A", pa), ("B", pb)):
+        if pred.get("task") != task:
+            raise ValueError(f"{name} holds {pred.get('task')!r} predictions, not {task!r}")
+    parts = (
+        [(d, pa[d], pb[d]) for d in module.DIRECTIONS] if task == "retrieval" else [("", pa, pb)]
+    )
+    result: dict[str, Any] = {}
+    for prefix, x, y in parts:
+        key_x = x["queries"] if task == "retrieval" else _ids(task, x)
+        key_y = y["queries"] if task == "retrieval" else _ids(task, y)
+        if key_x != key_y:
+            raise ValueError(
+                "the two evaluations scored different items: compare needs the "
+                "same test set in the same order"
+            )
+        stats = M.paired_bootstrap(
+            module.compute_fn(x), module.compute_fn(y), len(key_x), n_resamples, seed, confidence
+        )
+        result.update({f"{prefix}/{k}" if prefix else k: v for k, v in stats.items()})
+    return {
+        "task": task,
+        "a": str(a),
+        "b": str(b),
+        "resamples": n_resamples,
+        "seed": seed,
+        "metrics": result,
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def summary_markdown(root: Path) -> str:
+    """The summary table: per task, each metric with our value, bootstrap mean ± std and 95 %
+    interval per dataset, beside MedViLL's row of the paper's table."""
+    reports = Path(root) / "reports"
+    found: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in TASKS}
+    for path in sorted(reports.glob("*/*/metrics.json")):
+        task, dataset = path.parent.name, path.parent.parent.name
+        if task in found:
+            found[task][dataset] = json.loads(path.read_text(encoding="utf-8"))
+    lines = [
+        "# MedViLL downstream results",
+        "",
+        "Generated by `medvill summary` from `reports/<dataset>/<task>/metrics.json`; "
+        "do not edit. Ours: value on the full split, then bootstrap mean ± std and the 95 % "
+        "percentile interval. Paper: MedViLL's row of the cited table (mean of 30 "
+        "bootstrap runs; retrieval shown as fractions, the paper prints ×100).",
+        "",
+    ]
+    for task in TASKS:
+        paper = PAPER[task]
+        lines += [f"## {TITLES[task]} (paper table {paper['table']})", ""]
+        runs = found[task]
+        if not runs:
+            lines += ["No evaluation yet: run `medvill evaluate " + task + "`.", ""]
+            continue
+        paper_sets = sorted({d for m in paper["metrics"].values() for d in m})
+        header = ["metric"] + [f"ours: {d}" for d in runs] + [f"paper: {d}" for d in paper_sets]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        names = list(paper["metrics"])
+        for doc in runs.values():
+            names += [n for n in doc["metrics"] if n not in names]
+        for name in names:
+            row = [name]
+            for doc in runs.values():
+                stats = doc["bootstrap"]["metrics"].get(name)
+                if stats is None:
+                    row.append("–")
+                else:
+                    row.append(
+                        f"{_fmt(stats['value'])} ({_fmt(stats['mean'])} ± "
+                        f"{_fmt(stats['std'])}; [{_fmt(stats['ci_low'])}, "
+                        f"{_fmt(stats['ci_high'])}])"
+                    )
+            row += [_fmt(paper["metrics"].get(name, {}).get(d)) for d in paper_sets]
+            lines.append("| " + " | ".join(row) + " |")
+        timing = []
+        for dataset, doc in runs.items():
+            for part, ms in doc["inference_ms_per_sample"].items():
+                timing.append(
+                    f"{dataset} {part}: {_fmt(ms, 1)} ms ({doc['environment']['device']})"
+                )
+        paper_ms = ", ".join(f"{k} {v} ms" for k, v in paper["inference_ms"].items())
+        lines += [
+            "",
+            f"Inference time per sample — ours: {'; '.join(timing)}; paper "
+            f"(MIMIC-CXR, RTX-3090): {paper_ms}.",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(root: Path) -> Path:
+    from pipeline.records import atomic_write_bytes
+
+    path = Path(root) / "reports" / "summary.md"
+    atomic_write_bytes(path, summary_markdown(root).encode("utf-8"))
+    return path

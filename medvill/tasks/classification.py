@@ -1,0 +1,419 @@
+"""Diagnosis classification (paper §IV-C.1, table II): 14 CheXpert labels from the image-report
+pair, one multi-label linear layer on the pooled [CLS], BCE-with-logits.
+
+Data comes from the shards, because only their ``json`` member carries the full label values
+(1 / 0 / −1 / blank) that the uncertainty policy needs; the task JSONL keeps positives only.
+
+Label policy (``uncertain`` / ``blank`` settings): MedViLL's files list positive findings only,
+so its default is uncertain → negative and blank → negative. ``positive`` (U-Ones) and
+``ignore`` (the cell is left out of loss and metrics) are the CheXpert paper's alternatives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from medvill import metrics as M
+from medvill.data import (
+    IMAGE_MEMBERS,
+    SplitShards,
+    TextSpec,
+    decode_image,
+    deterministic_shuffle,
+    log_and_continue,
+    read_index,
+    stream_sizes,
+    text_spec_for,
+)
+from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
+from medvill.tasks.common import (
+    EvalSettings,
+    FinetuneSettings,
+    InferenceTimer,
+    TaskPaths,
+    encode_text,
+    load_model,
+    metrics_document,
+    pyplot,
+    read_task_info,
+    require_checkpoint,
+    save_finetuned,
+    savefig,
+    stack,
+    train_loop,
+    write_json,
+)
+from medvill.tokenizer import load_tokenizer
+from pipeline.records import CHEXPERT_LABELS
+
+log = logging.getLogger(__name__)
+TASK = "classification"
+POLICIES = {"uncertain": ("negative", "positive", "ignore"), "blank": ("negative", "ignore")}
+
+
+@dataclass
+class ClassificationSettings(FinetuneSettings):
+    uncertain: str = "negative"  # MedViLL: only 1 is positive
+    blank: str = "negative"
+    pos_weight: bool = True  # BCE pos_weight = neg/pos per label (the release)
+    shuffle_buffer: int = 1000
+
+    def __post_init__(self) -> None:
+        for name, allowed in POLICIES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"classification.{name} must be one of {allowed}")
+
+
+def label_targets(values: list[Any], uncertain: str, blank: str) -> tuple[np.ndarray, np.ndarray]:
+    """14 CheXpert values → (target (14,) float, counts (14,) bool) under the label policy."""
+    if len(values) != len(CHEXPERT_LABELS):
+        raise ValueError(f"expected {len(CHEXPERT_LABELS)} label values, got {len(values)}")
+    target = np.zeros(len(values), dtype=np.float32)
+    valid = np.ones(len(values), dtype=bool)
+    for j, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            valid[j] = blank != "ignore"
+        elif float(value) == 1.0:
+            target[j] = 1.0
+        elif float(value) == -1.0:
+            target[j] = 1.0 if uncertain == "positive" else 0.0
+            valid[j] = uncertain != "ignore"
+        elif float(value) != 0.0:
+            raise ValueError(f"label value {value!r} is not 1, 0, -1 or blank")
+    return target, valid
+
+
+class MedViLLForClassification(MedViLLPreTrainedModel):
+    """Encoder + dropout + one linear layer with ``config.num_labels`` outputs on pooled [CLS]."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.medvill = MedViLLModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_valid: torch.Tensor,
+        mask_type: str | None = None,
+    ) -> torch.Tensor:
+        _, pooled = self.medvill(images, text_ids, text_valid, None, mask_type)
+        return self.classifier(self.dropout(pooled))
+
+
+class LabelledShards(IterableDataset):
+    """Shard samples of one split as classification examples (image, report, 14 targets).
+
+    Training order: shards permuted and buffer-shuffled from (seed, epoch); sample i of that
+    order goes to loader worker i mod workers, so workers never duplicate samples. Only
+    jpg/png, txt and json members are read; nothing is unpickled.
+    """
+
+    def __init__(
+        self,
+        shards: SplitShards,
+        tokenizer: Any,
+        spec: TextSpec,
+        image_size: int,
+        settings: ClassificationSettings,
+        shuffle: bool,
+    ) -> None:
+        super().__init__()
+        self.shards, self.tokenizer, self.spec = shards, tokenizer, spec
+        self.image_size, self.settings, self.shuffle = image_size, settings, shuffle
+        self.epoch = 0
+
+    def samples(self, epoch: int) -> Iterator[dict[str, Any]]:
+        s = self.settings
+        urls = list(self.shards.files)
+        if self.shuffle:
+            order = np.random.default_rng([s.seed, epoch, 1]).permutation(len(urls))
+            urls = [urls[i] for i in order]
+        raw = wds.DataPipeline(
+            wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=log_and_continue)
+        )
+        if self.shuffle:
+            yield from deterministic_shuffle(
+                raw, s.shuffle_buffer, np.random.default_rng([s.seed, epoch, 2])
+            )
+        else:
+            yield from raw
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i, sample in enumerate(self.samples(self.epoch)):
+            if i % workers == worker:
+                yield self.process(sample)
+
+    def process(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key = sample["__key__"]
+        member = next((m for m in IMAGE_MEMBERS if m in sample), None)
+        if member is None or "txt" not in sample or "json" not in sample:
+            raise ValueError(f"shard sample {key} lacks an image, txt or json member")
+        meta = json.loads(sample["json"])
+        if "labels" not in meta:
+            raise ValueError(f"shard sample {key} has no labels in its json member")
+        target, valid = label_targets(meta["labels"], self.settings.uncertain, self.settings.blank)
+        ids, text_valid = encode_text(self.tokenizer, sample["txt"].decode("utf-8"), self.spec)
+        return {
+            "key": key,
+            "image": decode_image(sample[member], self.image_size, None),
+            "text_ids": ids,
+            "text_valid": text_valid,
+            "target": target,
+            "valid": valid,
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "keys": [x["key"] for x in items],
+        "images": stack(items, "image"),
+        "text_ids": stack(items, "text_ids"),
+        "text_valid": stack(items, "text_valid"),
+        "target": stack(items, "target"),
+        "valid": stack(items, "valid"),
+    }
+
+
+def _loader(dataset: LabelledShards, batch_size: int, workers: int, train: bool) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers, drop_last=train
+    )
+
+
+def label_counts(shards: SplitShards, settings: ClassificationSettings) -> tuple[np.ndarray, ...]:
+    """(positives, counted cells) per label over a split, reading only the json members."""
+    raw = wds.DataPipeline(
+        wds.SimpleShardList(list(shards.files)), wds.tarfile_to_samples(handler=log_and_continue)
+    )
+    pos = np.zeros(len(CHEXPERT_LABELS))
+    counted = np.zeros(len(CHEXPERT_LABELS))
+    for sample in raw:
+        if "json" in sample:
+            meta = json.loads(sample["json"])
+            target, valid = label_targets(meta["labels"], settings.uncertain, settings.blank)
+            pos += target * valid
+            counted += valid
+    return pos, counted
+
+
+@torch.no_grad()
+def predict(
+    model: MedViLLForClassification,
+    dataset: LabelledShards,
+    batch_size: int,
+    mask: str,
+    timer: InferenceTimer | None = None,
+) -> dict[str, Any]:
+    """Sigmoid scores of every sample of a split, in shard order."""
+    model.eval()
+    keys, scores, targets, valid = [], [], [], []
+    for batch in _loader(dataset, batch_size, 0, train=False):
+
+        def run(b: dict[str, Any] = batch) -> torch.Tensor:
+            return model(b["images"], b["text_ids"], b["text_valid"], mask)
+
+        logits = timer.time(run, len(batch["keys"])) if timer else run()
+        keys += batch["keys"]
+        scores.append(torch.sigmoid(logits.float()).numpy())
+        targets.append(batch["target"].numpy())
+        valid.append(batch["valid"].numpy())
+    if not keys:
+        raise ValueError("the evaluation split has no samples")
+    return {
+        "keys": keys,
+        "scores": np.concatenate(scores),
+        "targets": np.concatenate(targets),
+        "valid": np.concatenate(valid),
+    }
+
+
+def compute_fn(pred: dict[str, Any]) -> Any:
+    """Metrics of a subset of the predictions (what the bootstrap and ``compare`` call)."""
+    scores = np.asarray(pred["scores"], dtype=float)
+    targets = np.asarray(pred["targets"], dtype=float)
+    valid = np.asarray(pred["valid"], dtype=bool)
+    threshold = float(pred["threshold"])
+
+    def compute(idx: np.ndarray) -> dict[str, float]:
+        s, t, v = scores[idx], targets[idx], valid[idx]
+        per = M.per_label_auroc(t, s, CHEXPERT_LABELS, v)
+        defined = [x for x in per.values() if not np.isnan(x)]
+        return {
+            "micro_auroc": M.micro_auroc(t, s, v),
+            "micro_f1": M.micro_f1(t, s >= threshold, v),
+            "macro_auroc": float(np.mean(defined)) if defined else float("nan"),
+        }
+
+    return compute
+
+
+def finetune(
+    paths: TaskPaths, settings: ClassificationSettings, pretrained: Path | None = None
+) -> dict[str, Any]:
+    """Fine-tune from the pretraining checkpoint; choose the F1 threshold on validation."""
+    source = require_checkpoint(
+        pretrained or paths.pretrained, f"run `medvill pretrain --dataset {paths.dataset}` first"
+    )
+    tokenizer = load_tokenizer(source)
+    model = load_model(MedViLLForClassification, source, num_labels=len(CHEXPERT_LABELS))
+    spec = text_spec_for(tokenizer, model.config.max_text_tokens, settings.mask == "noncross")
+    train = LabelledShards(
+        read_index(paths.index, "train"),
+        tokenizer,
+        spec,
+        model.config.image_size,
+        settings,
+        shuffle=True,
+    )
+    pos, counted = label_counts(train.shards, settings)
+    weight = None
+    if settings.pos_weight:
+        weight = torch.tensor(
+            np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32
+        )
+    workers = max(settings.num_workers, 1)
+    steps = sum(n // settings.batch_size for n in stream_sizes(train.shards.total, workers))
+
+    def batches(epoch: int) -> Any:
+        train.epoch = epoch
+        return _loader(train, settings.batch_size, settings.num_workers, train=True)
+
+    def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
+        logits = m(b["images"], b["text_ids"], b["text_valid"], settings.mask).float()
+        cells = F.binary_cross_entropy_with_logits(
+            logits, b["target"], pos_weight=weight, reduction="none"
+        )
+        mask = b["valid"].float()
+        return (cells * mask).sum() / mask.sum().clamp(min=1.0)
+
+    history = train_loop(model, batches, steps, loss_of, settings, TASK)
+    valid_set = LabelledShards(
+        read_index(paths.index, "valid"),
+        tokenizer,
+        spec,
+        model.config.image_size,
+        settings,
+        shuffle=False,
+    )
+    val = predict(model, valid_set, settings.eval_batch_size, settings.mask)
+    threshold = M.best_threshold(val["targets"], val["scores"], val["valid"])
+    val_auroc = M.micro_auroc(val["targets"], val["scores"], val["valid"])
+    info = {
+        "task": TASK,
+        "labels": list(CHEXPERT_LABELS),
+        "threshold": threshold,
+        "mask": settings.mask,
+        "uncertain": settings.uncertain,
+        "blank": settings.blank,
+        "pretrained": str(source),
+        "valid_micro_auroc": val_auroc,
+        "valid_micro_f1": M.micro_f1(val["targets"], val["scores"] >= threshold, val["valid"]),
+    }
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    return info
+
+
+def evaluate(
+    paths: TaskPaths,
+    settings: EvalSettings,
+    checkpoint: Path | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Score a fine-tuned checkpoint on ``settings.split``; write metrics, predictions, ROC."""
+    ckpt = require_checkpoint(
+        checkpoint or paths.finetuned(TASK),
+        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
+    )
+    info = read_task_info(ckpt, TASK)
+    out = Path(out or paths.reports(TASK))
+    tokenizer = load_tokenizer(ckpt)
+    model = load_model(MedViLLForClassification, ckpt)
+    policy = ClassificationSettings(uncertain=info["uncertain"], blank=info["blank"])
+    spec = text_spec_for(tokenizer, model.config.max_text_tokens, info["mask"] == "noncross")
+    data = LabelledShards(
+        read_index(paths.index, settings.split),
+        tokenizer,
+        spec,
+        model.config.image_size,
+        policy,
+        shuffle=False,
+    )
+    timer = InferenceTimer()
+    pred = predict(model, data, settings.batch_size, info["mask"], timer)
+    pred["threshold"] = info["threshold"]
+    boot = M.bootstrap(
+        compute_fn(pred), len(pred["keys"]), settings.bootstrap, settings.seed, settings.confidence
+    )
+    per_label = M.per_label_auroc(pred["targets"], pred["scores"], CHEXPERT_LABELS, pred["valid"])
+    doc = metrics_document(
+        TASK,
+        paths.dataset,
+        ckpt,
+        boot,
+        settings,
+        {"classification": timer.ms_per_sample},
+        {
+            "threshold": info["threshold"],
+            "per_label_auroc": per_label,
+            "samples": len(pred["keys"]),
+        },
+    )
+    write_json(doc, out / "metrics.json")
+    write_json(
+        {
+            "task": TASK,
+            "keys": pred["keys"],
+            "threshold": pred["threshold"],
+            "scores": pred["scores"].tolist(),
+            "targets": pred["targets"].tolist(),
+            "valid": pred["valid"].tolist(),
+        },
+        out / "predictions.json",
+    )
+    plot_roc(pred, out / "roc.png")
+    return doc
+
+
+def plot_roc(pred: dict[str, Any], path: Path) -> None:
+    """Micro-average ROC plus one faint curve per label that has both classes."""
+    from sklearn.metrics import roc_curve
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    valid = np.asarray(pred["valid"], dtype=bool)
+    targets, scores = np.asarray(pred["targets"]), np.asarray(pred["scores"])
+    for j, name in enumerate(CHEXPERT_LABELS):
+        t, s = targets[valid[:, j], j], scores[valid[:, j], j]
+        if np.unique(t).size == 2:
+            fpr, tpr, _ = roc_curve(t, s)
+            ax.plot(fpr, tpr, alpha=0.35, linewidth=1, label=name)
+    t, s = targets[valid], scores[valid]
+    if np.unique(t).size == 2:
+        fpr, tpr, _ = roc_curve(t, s)
+        ax.plot(fpr, tpr, color="black", linewidth=2, label=f"micro (AUROC {M.auroc(t, s):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("Diagnosis classification ROC")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)

@@ -1,0 +1,321 @@
+"""Image-report retrieval, I2R and R2I (paper §IV-C.2, table III).
+
+A binary matched / non-matched classifier on the pooled [CLS], initialised from the IRM head
+(the module is named ``cls.seq_relationship`` like the pretraining head, so its weights load
+from the pretraining checkpoint). Training (formats §2): every ``Train.jsonl`` record gives its
+true pair (label 1) and one negative (label 0) built from a record with a different label set,
+swapping the image with probability 0.5 and the report otherwise. Evaluation: the pipeline's
+``I2T_Label_<Split>.jsonl`` / ``T2I_…`` blocks; score = softmax(logits)[matched]; positives are
+candidates with ``is_aligned == [1]`` (same CheXpert label set); MRR, Hit@5, R@5, P@5.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from medvill import metrics as M
+from medvill.data import text_spec_for
+from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
+from medvill.tasks.common import (
+    EvalSettings,
+    FinetuneSettings,
+    InferenceTimer,
+    TaskPaths,
+    encode_text,
+    load_image_file,
+    load_model,
+    make_loader,
+    metrics_document,
+    pyplot,
+    read_task_info,
+    require_checkpoint,
+    resolve_image_paths,
+    save_finetuned,
+    savefig,
+    stack,
+    train_loop,
+    write_json,
+)
+from medvill.tokenizer import load_tokenizer
+from pipeline.taskfiles.common import FILE_SPLIT
+from pipeline.taskfiles.jsonl import read_task_file
+
+log = logging.getLogger(__name__)
+TASK = "retrieval"
+#: Our direction names → the pipeline's file prefixes (I2T = image-to-report).
+DIRECTIONS: dict[str, str] = {"i2r": "I2T", "r2i": "T2I"}
+K = 5
+
+
+@dataclass
+class RetrievalSettings(FinetuneSettings):
+    image_root: str = "."  # task-file ``img`` paths are relative to this (pairs.image_root)
+    swap_image_probability: float = 0.5  # a negative swaps the image (else the report)
+
+
+class IrmHead(nn.Module):
+    """Container named like ``BertPreTrainingHeads`` so ``cls.seq_relationship`` loads."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.seq_relationship = nn.Linear(hidden, 2)
+
+
+class MedViLLForRetrieval(MedViLLPreTrainedModel):
+    """Encoder + the 2-way IRM classifier; class 1 = matched (as in pretraining)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.medvill = MedViLLModel(config)
+        self.cls = IrmHead(config.hidden_size)
+        self.post_init()
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_valid: torch.Tensor,
+        mask_type: str | None = None,
+    ) -> torch.Tensor:
+        _, pooled = self.medvill(images, text_ids, text_valid, None, mask_type)
+        return self.cls.seq_relationship(pooled)
+
+
+class PairDataset(Dataset):
+    """(image path, report text, label) pairs → model inputs."""
+
+    def __init__(
+        self,
+        images: list[Path],
+        texts: list[str],
+        labels: list[int],
+        tokenizer: Any,
+        spec: Any,
+        image_size: int,
+    ) -> None:
+        self.images, self.texts, self.labels = images, texts, labels
+        self.tokenizer, self.spec, self.image_size = tokenizer, spec, image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ids, valid = encode_text(self.tokenizer, self.texts[i], self.spec)
+        return {
+            "image": load_image_file(self.images[i], self.image_size),
+            "text_ids": ids,
+            "text_valid": valid,
+            "label": self.labels[i],
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "images": stack(items, "image"),
+        "text_ids": stack(items, "text_ids"),
+        "text_valid": stack(items, "text_valid"),
+        "labels": torch.tensor([x["label"] for x in items], dtype=torch.long),
+    }
+
+
+def training_pairs(
+    rows: list[dict[str, Any]], images: list[Path], settings: RetrievalSettings, epoch: int
+) -> tuple[list[Path], list[str], list[int]]:
+    """One epoch's pairs (formats §2): per record its true pair and one non-matched pair with
+    a record whose label set differs (none when every record shares it); seeded by epoch."""
+    rng = np.random.default_rng([settings.seed, epoch, 7])
+    out_images, out_texts, out_labels = [], [], []
+    for i, row in enumerate(rows):
+        out_images.append(images[i])
+        out_texts.append(row["text"])
+        out_labels.append(1)
+        others = [j for j, other in enumerate(rows) if other["label"] != row["label"]]
+        if others:
+            j = others[int(rng.integers(0, len(others)))]
+            if rng.random() < settings.swap_image_probability:
+                out_images.append(images[j])
+                out_texts.append(row["text"])
+            else:
+                out_images.append(images[i])
+                out_texts.append(rows[j]["text"])
+            out_labels.append(0)
+    return out_images, out_texts, out_labels
+
+
+def read_blocks(path: Path, direction: str) -> list[list[int]]:
+    """Line indices of each query block: consecutive lines sharing the query id (the image's
+    ``id`` for I2T, the report's ``T_id`` for T2I)."""
+    rows = read_task_file(path)
+    key = "id" if DIRECTIONS[direction] == "I2T" else "T_id"
+    blocks: list[list[int]] = []
+    for i, row in enumerate(rows):
+        if blocks and rows[blocks[-1][0]][key] == row[key]:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    return blocks
+
+
+@torch.no_grad()
+def score_pairs(
+    model: MedViLLForRetrieval,
+    data: PairDataset,
+    batch_size: int,
+    mask: str,
+    timer: InferenceTimer | None = None,
+) -> np.ndarray:
+    """softmax(logits)[:, matched] of every pair, in order."""
+    model.eval()
+    scores = []
+    for batch in make_loader(data, batch_size, collate, shuffle=False, seed=0):
+
+        def run(b: dict[str, Any] = batch) -> torch.Tensor:
+            return model(b["images"], b["text_ids"], b["text_valid"], mask)
+
+        logits = timer.time(run, len(batch["labels"])) if timer else run()
+        scores.append(torch.softmax(logits.float(), dim=-1)[:, 1].numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
+def finetune(
+    paths: TaskPaths, settings: RetrievalSettings, pretrained: Path | None = None
+) -> dict[str, Any]:
+    """Fine-tune the IRM classifier on Train.jsonl pairs."""
+    source = require_checkpoint(
+        pretrained or paths.pretrained, f"run `medvill pretrain --dataset {paths.dataset}` first"
+    )
+    tokenizer = load_tokenizer(source)
+    model = load_model(MedViLLForRetrieval, source)
+    spec = text_spec_for(tokenizer, model.config.max_text_tokens, settings.mask == "noncross")
+    train_file = paths.pairs / "Train.jsonl"
+    if not train_file.is_file():
+        raise FileNotFoundError(f"{train_file} missing: run `medvill-prep pairs` first")
+    rows = read_task_file(train_file)
+    images = resolve_image_paths(rows, paths.root / settings.image_root, train_file)
+    size = model.config.image_size
+    steps = 2 * len(rows) // settings.batch_size
+
+    def batches(epoch: int) -> Any:
+        data = PairDataset(*training_pairs(rows, images, settings, epoch), tokenizer, spec, size)
+        loader = make_loader(
+            data, settings.batch_size, collate, True, settings.seed + epoch, settings.num_workers
+        )
+        return (b for b in loader if len(b["labels"]) == settings.batch_size)
+
+    def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
+        logits = m(b["images"], b["text_ids"], b["text_valid"], settings.mask)
+        return F.cross_entropy(logits.float(), b["labels"])
+
+    history = train_loop(model, batches, max(steps, 1), loss_of, settings, TASK)
+    info = {
+        "task": TASK,
+        "mask": settings.mask,
+        "image_root": settings.image_root,
+        "pretrained": str(source),
+    }
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    return info
+
+
+def compute_fn(pred: dict[str, Any]) -> Any:
+    """Metrics of a subset of the queries of one direction."""
+    results = [
+        M.score_query(np.asarray(s), np.asarray(r, dtype=bool), K)
+        for s, r in zip(pred["scores"], pred["relevant"], strict=True)
+    ]
+
+    def compute(idx: np.ndarray) -> dict[str, float]:
+        return M.retrieval_metrics([results[i] for i in idx], K)
+
+    return compute
+
+
+def evaluate(
+    paths: TaskPaths,
+    settings: EvalSettings,
+    checkpoint: Path | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Score both directions' candidate blocks of ``settings.split``."""
+    ckpt = require_checkpoint(
+        checkpoint or paths.finetuned(TASK),
+        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
+    )
+    info = read_task_info(ckpt, TASK)
+    out = Path(out or paths.reports(TASK))
+    tokenizer = load_tokenizer(ckpt)
+    model = load_model(MedViLLForRetrieval, ckpt)
+    spec = text_spec_for(tokenizer, model.config.max_text_tokens, info["mask"] == "noncross")
+    boot: dict[str, dict[str, float]] = {}
+    timing: dict[str, float] = {}
+    predictions: dict[str, Any] = {"task": TASK}
+    for direction, prefix in DIRECTIONS.items():
+        path = paths.pairs / f"{prefix}_Label_{FILE_SPLIT[settings.split]}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: run `medvill-prep pairs` first")
+        rows = read_task_file(path)
+        if not rows:
+            raise ValueError(f"{path} has no candidate lines")
+        images = resolve_image_paths(rows, paths.root / info["image_root"], path)
+        labels = [int(row["is_aligned"][0]) for row in rows]
+        data = PairDataset(
+            images, [r["text"] for r in rows], labels, tokenizer, spec, model.config.image_size
+        )
+        timer = InferenceTimer()
+        scores = score_pairs(model, data, settings.batch_size, info["mask"], timer)
+        blocks = read_blocks(path, direction)
+        query_key = "id" if prefix == "I2T" else "T_id"
+        pred = {
+            "queries": [rows[b[0]][query_key] for b in blocks],
+            "scores": [scores[b].tolist() for b in blocks],
+            "relevant": [[labels[i] for i in b] for b in blocks],
+        }
+        predictions[direction] = pred
+        stats = M.bootstrap(
+            compute_fn(pred), len(blocks), settings.bootstrap, settings.seed, settings.confidence
+        )
+        boot.update({f"{direction}/{name}": value for name, value in stats.items()})
+        timing[direction] = timer.ms_per_sample
+    doc = metrics_document(
+        TASK,
+        paths.dataset,
+        ckpt,
+        boot,
+        settings,
+        timing,
+        {"queries": {d: len(predictions[d]["queries"]) for d in DIRECTIONS}},
+    )
+    write_json(doc, out / "metrics.json")
+    write_json(predictions, out / "predictions.json")
+    plot_ranks(predictions, out / "rank_histogram.png")
+    return doc
+
+
+def plot_ranks(predictions: dict[str, Any], path: Path) -> None:
+    """Histogram of the first-positive rank per direction (MRR and Hit@5 in one picture)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for direction in DIRECTIONS:
+        pred = predictions[direction]
+        ranks = [
+            M.first_positive_rank(np.asarray(s), np.asarray(r, dtype=bool))
+            for s, r in zip(pred["scores"], pred["relevant"], strict=True)
+        ]
+        ax.hist(ranks, bins=range(0, max(ranks) + 2), alpha=0.5, label=direction.upper())
+    ax.axvline(K - 0.5, color="grey", linestyle=":", label=f"top {K}")
+    ax.set_xlabel("0-based rank of the first positive")
+    ax.set_ylabel("queries")
+    ax.set_title("Image-report retrieval")
+    ax.legend()
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)
