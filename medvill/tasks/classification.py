@@ -46,8 +46,8 @@ from medvill.tasks.common import (
     encode_text,
     load_model,
     metrics_document,
+    open_finetuned,
     pyplot,
-    read_task_info,
     require_checkpoint,
     save_finetuned,
     savefig,
@@ -338,12 +338,7 @@ def evaluate(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Score a fine-tuned checkpoint on ``settings.split``; write metrics, predictions, ROC."""
-    ckpt = require_checkpoint(
-        checkpoint or paths.finetuned(TASK),
-        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
-    )
-    info = read_task_info(ckpt, TASK)
-    out = Path(out or paths.reports(TASK))
+    ckpt, info, out = open_finetuned(paths, TASK, checkpoint, out)
     tokenizer = load_tokenizer(ckpt)
     model = load_model(MedViLLForClassification, ckpt)
     policy = ClassificationSettings(uncertain=info["uncertain"], blank=info["blank"])

@@ -308,6 +308,21 @@ def read_task_info(checkpoint: Path, task: str) -> dict[str, Any]:
     return info
 
 
+def open_finetuned(
+    paths: TaskPaths, task: str, checkpoint: Path | None, out: Path | None
+) -> tuple[Path, dict[str, Any], Path]:
+    """The checkpoint to evaluate, its ``task.json`` and the report folder.
+
+    Defaults are the task's own fine-tuned model and ``reports/<dataset>/<task>/``; a missing
+    checkpoint names the command that makes it.
+    """
+    ckpt = require_checkpoint(
+        checkpoint or paths.finetuned(task),
+        f"run `medvill finetune {task} --dataset {paths.dataset}` first",
+    )
+    return ckpt, read_task_info(ckpt, task), Path(out or paths.reports(task))
+
+
 # --------------------------------------------------------------------------- outputs
 
 

@@ -43,8 +43,8 @@ from medvill.tasks.common import (
     load_model,
     make_loader,
     metrics_document,
+    open_finetuned,
     pyplot,
-    read_task_info,
     require_checkpoint,
     resolve_image_paths,
     save_finetuned,
@@ -405,12 +405,7 @@ def evaluate(
     """Generate for every report of the split and score it."""
     from pipeline.labeler import label_reports
 
-    ckpt = require_checkpoint(
-        checkpoint or paths.finetuned(TASK),
-        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
-    )
-    info = read_task_info(ckpt, TASK)
-    out = Path(out or paths.reports(TASK))
+    ckpt, info, out = open_finetuned(paths, TASK, checkpoint, out)
     max_length = max_length or int(info["max_length"])
     beam_width = beam_width or int(info["beam_width"])
     tokenizer = load_tokenizer(ckpt)

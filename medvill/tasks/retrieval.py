@@ -35,8 +35,8 @@ from medvill.tasks.common import (
     load_model,
     make_loader,
     metrics_document,
+    open_finetuned,
     pyplot,
-    read_task_info,
     require_checkpoint,
     resolve_image_paths,
     save_finetuned,
@@ -246,12 +246,7 @@ def evaluate(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Score both directions' candidate blocks of ``settings.split``."""
-    ckpt = require_checkpoint(
-        checkpoint or paths.finetuned(TASK),
-        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
-    )
-    info = read_task_info(ckpt, TASK)
-    out = Path(out or paths.reports(TASK))
+    ckpt, info, out = open_finetuned(paths, TASK, checkpoint, out)
     tokenizer = load_tokenizer(ckpt)
     model = load_model(MedViLLForRetrieval, ckpt)
     spec = text_spec_for(tokenizer, model.config.max_text_tokens, info["mask"] == "noncross")

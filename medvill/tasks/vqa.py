@@ -34,7 +34,7 @@ from medvill.tasks.common import (
     load_model,
     make_loader,
     metrics_document,
-    read_task_info,
+    open_finetuned,
     require_checkpoint,
     save_finetuned,
     stack,
@@ -230,12 +230,7 @@ def evaluate(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """VQA-RAD has a train/test split only: ``evaluate.split`` valid is read as test."""
-    ckpt = require_checkpoint(
-        checkpoint or paths.finetuned(TASK),
-        f"run `medvill finetune {TASK} --dataset {paths.dataset}` first",
-    )
-    info = read_task_info(ckpt, TASK)
-    out = Path(out or paths.reports(TASK))
+    ckpt, info, out = open_finetuned(paths, TASK, checkpoint, out)
     files = VqaFiles.read(paths.vqa, "test", paths.root / info["image_root"])
     if files.answers != info["answers"]:
         raise ValueError(
