@@ -14,6 +14,7 @@ deterministic, so a rerun produces byte-identical files and tables.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -168,6 +169,7 @@ class Task:
     target: str
     image_file: str
     settings: ImageSettings
+    montage: bool = False  # also hand back what the crop montage shows (no second decode)
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ class Outcome:
     columns: dict[str, Any] | None = None
     code: str = ""
     message: str = ""
+    montage: MontageItem | None = None
 
 
 def read_source(path: Path) -> bytes:
@@ -202,7 +205,12 @@ def process_one(task: Task) -> Outcome:
         return Outcome(task.image_id, code=error.code, message=f"{task.source}: {error.message}")
     encoded = encode_image(result.placed.pixels, task.settings.format, task.settings.jpeg_quality)
     atomic_write_bytes(Path(task.target), encoded)
-    return Outcome(task.image_id, columns=_columns(task, result, encoded))
+    montage = None
+    if task.montage:
+        with Image.open(io.BytesIO(encoded)) as written:
+            output = np.asarray(written.convert("L"))
+        montage = MontageItem(task.image_id, result.grey, result.box, output)
+    return Outcome(task.image_id, columns=_columns(task, result, encoded), montage=montage)
 
 
 def _columns(task: Task, result: Prepared, encoded: bytes) -> dict[str, Any]:
@@ -259,8 +267,16 @@ def _tasks(
             continue
         seen.add(image_id)
         name = names[image_id]
+        montage = len(tasks) < settings.montage_count
         tasks.append(
-            Task(image_id, str(source), str(files_dir / name), f"{FILES_DIR}/{name}", settings)
+            Task(
+                image_id,
+                str(source),
+                str(files_dir / name),
+                f"{FILES_DIR}/{name}",
+                settings,
+                montage,
+            )
         )
     return tasks
 
@@ -287,12 +303,22 @@ def _remove_stale(files_dir: Path, keep: set[str]) -> int:
 
 
 def montage_items(
-    records: pd.DataFrame, paths: DatasetPaths, settings: ImageSettings
+    records: pd.DataFrame,
+    paths: DatasetPaths,
+    settings: ImageSettings,
+    ready: dict[str, MontageItem],
 ) -> list[MontageItem]:
-    """The first ``montage_count`` kept records by image id, re-prepared for display."""
+    """The first ``montage_count`` kept records by image id.
+
+    Workers hand back the items of the first ``montage_count`` tasks (``ready``); only when some
+    of those were rejected are later records prepared again here to fill the sheet.
+    """
     items = []
     ordered = records.sort_values("image_id", kind="stable").head(settings.montage_count)
     for row in ordered.itertuples(index=False):
+        if str(row.image_id) in ready:
+            items.append(ready[str(row.image_id)])
+            continue
         result = prepare(read_source(paths.raw / str(row.image_path)), settings)
         with Image.open(paths.stage_dir(STAGE) / str(row.image_file)) as written:
             output = np.asarray(written.convert("L"))
@@ -313,14 +339,17 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     tasks = _tasks(frame, paths, settings, run)
 
     kept: dict[str, dict[str, Any]] = {}
+    ready: dict[str, MontageItem] = {}
     for outcome in parallel_map(process_one, tasks, workers, f"images ({paths.name})"):
         if outcome.columns is None:
             run.reject(outcome.image_id, outcome.code, outcome.message)
         else:
             kept[outcome.image_id] = outcome.columns
+        if outcome.montage is not None:
+            ready[outcome.image_id] = outcome.montage
     records = _records_frame(frame, kept)
     _remove_stale(out_dir / FILES_DIR, {Path(f).name for f in records["image_file"]})
-    montage = render_montage(montage_items(records, paths, settings))
+    montage = render_montage(montage_items(records, paths, settings, ready))
     atomic_write_bytes(out_dir / MONTAGE_FILE, montage)
     run.extra.update(_summary(records, settings))
     return run.finish(records)
