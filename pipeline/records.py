@@ -86,9 +86,22 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], source: Path | 
         )
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of every output file: what ``open()`` would give (0644 under the usual umask).
+#: mkstemp creates 0600 files, which other members of a lab group could not read.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _atomic_target(path: Path) -> tuple[int, Path]:
+    """A temporary file beside ``path`` (same file system, so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     return fd, Path(tmp)
 
 
