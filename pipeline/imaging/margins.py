@@ -69,17 +69,19 @@ class Box:
 
 
 def line_flags(
-    extreme: np.ndarray, values: np.ndarray, axis: int, params: MarginParams
+    extreme: np.ndarray, values: np.ndarray, squares: np.ndarray, axis: int, params: MarginParams
 ) -> np.ndarray:
     """For each line of a block (reduced along ``axis``): is it margin?
 
-    ``extreme`` is the near-black-or-white mask and ``values`` the float32 grey levels of the
-    block; the variance comes from E[x²] − E[x]², accumulated in float64.
+    ``extreme`` is the near-black-or-white mask, ``values`` the int32 grey levels of the block
+    and ``squares`` their squares. Integer sums make the flatness test exact (no float
+    cancellation in E[x²] − E[x]²): variance ≤ max_std²  ⇔  n·Σx² − (Σx)² ≤ max_std² · n².
     """
-    fill = extreme.mean(axis=axis)
-    mean = values.mean(axis=axis, dtype=np.float64)
-    variance = np.maximum((values * values).mean(axis=axis, dtype=np.float64) - mean * mean, 0.0)
-    return (fill >= params.min_fill) | (variance <= params.max_std**2)
+    count = extreme.shape[axis]
+    fill = np.count_nonzero(extreme, axis=axis)
+    total = values.sum(axis=axis, dtype=np.int64)
+    spread = count * squares.sum(axis=axis, dtype=np.int64) - total * total
+    return (fill >= params.min_fill * count) | (spread <= params.max_std**2 * count * count)
 
 
 def thumbnail(grey: np.ndarray) -> tuple[np.ndarray, int]:
@@ -133,7 +135,8 @@ def _detect(grey: np.ndarray, params: MarginParams) -> Box:
     """Alternate row and column cuts (each judged inside the other's range) until stable."""
     height, width = grey.shape
     extreme = (grey <= params.dark) | (grey >= params.bright)
-    values = grey.astype(np.float32)
+    values = grey.astype(np.int32)
+    squares = values * values
     row_limit = math.floor(params.max_fraction * height)
     col_limit = math.floor(params.max_fraction * width)
     row_gap = max(1, round(params.gap * height))
@@ -142,8 +145,8 @@ def _detect(grey: np.ndarray, params: MarginParams) -> Box:
     for _ in range(MAX_ITERATIONS):
         columns = slice(box.left, box.right)
         band = slice(box.top, box.bottom)
-        rows = line_flags(extreme[:, columns], values[:, columns], 1, params)
-        cols = line_flags(extreme[band, :], values[band, :], 0, params)
+        rows = line_flags(extreme[:, columns], values[:, columns], squares[:, columns], 1, params)
+        cols = line_flags(extreme[band, :], values[band, :], squares[band, :], 0, params)
         top, bottom = _cuts(rows, row_limit, row_gap)
         left, right = _cuts(cols, col_limit, col_gap)
         new = Box(left, top, width - right, height - bottom)
