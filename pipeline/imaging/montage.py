@@ -79,5 +79,6 @@ def render_montage(items: Sequence[MontageItem], tile: int = 256, per_row: int =
         row, column = divmod(index, columns)
         sheet.paste(cell, (GAP + column * (cell_w + GAP), GAP + row * (cell_h + GAP)))
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", compress_level=6)
+    # level 3: same size as the default 6 on grainy films, in less than half the time
+    sheet.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
