@@ -12,6 +12,7 @@ and Pillow's antialiased filters are single-threaded, deterministic and as fast 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,22 +52,38 @@ def content_size(box_width: int, box_height: int, size: int) -> tuple[int, int]:
 
 def crop_resize_pad(
     grey: np.ndarray,
-    box: Box,
+    source_box: Box,
+    scale: int,
     content: tuple[int, int],
     size: int,
     interpolation: str,
     pad_value: int,
 ) -> Placed:
-    """Cut ``box`` out of ``grey``, resize it to ``content`` and centre it on a size² canvas."""
-    crop = np.ascontiguousarray(grey[box.top : box.bottom, box.left : box.right])
+    """Cut ``source_box`` out of ``grey``, resize it to ``content``, centre it on a size² canvas.
+
+    ``grey`` is the source decoded at ``1/scale``; ``source_box`` is in source pixels. The box
+    is mapped to fractional ``grey`` coordinates and handed to the resampler as such: rounding it
+    to whole reduced pixels would stretch the content by up to ``scale - 1`` source pixels (a
+    2513 px wide film decodes to 629 columns at 1/4, which cover 2516), shifting sharp edges
+    such as film borders and lead markers by up to half an output pixel.
+    """
+    left, top = source_box.left / scale, source_box.top / scale
+    right, bottom = source_box.right / scale, source_box.bottom / scale
+    x0, y0 = math.floor(left), math.floor(top)
+    x1, y1 = min(math.ceil(right), grey.shape[1]), min(math.ceil(bottom), grey.shape[0])
+    window = np.ascontiguousarray(grey[y0:y1, x0:x1])
     width, height = content
-    if (crop.shape[1], crop.shape[0]) != (width, height):
-        resized = Image.fromarray(crop).resize((width, height), INTERPOLATIONS[interpolation])
-        crop = np.asarray(resized)
+    if scale != 1 or (window.shape[1], window.shape[0]) != (width, height):
+        resized = Image.fromarray(window).resize(
+            (width, height),
+            INTERPOLATIONS[interpolation],
+            box=(left - x0, top - y0, right - x0, bottom - y0),
+        )
+        window = np.asarray(resized)
     canvas = np.full((size, size), pad_value, dtype=np.uint8)
-    left, top = (size - width) // 2, (size - height) // 2
-    canvas[top : top + height, left : left + width] = crop
-    return Placed(canvas, width, height, left, top)
+    pad_left, pad_top = (size - width) // 2, (size - height) // 2
+    canvas[pad_top : pad_top + height, pad_left : pad_left + width] = window
+    return Placed(canvas, width, height, pad_left, pad_top)
 
 
 def encode_image(pixels: np.ndarray, fmt: str, jpeg_quality: int) -> bytes:
