@@ -215,8 +215,12 @@ def beam_decode(
 
 
 class Decoder:
-    """Runs the CNN once per image and the transformer once per decoding step (S2S mask)."""
+    """Runs the CNN once per image and the transformer once per decoding step (S2S mask).
 
+    Inference only: no autograd graph is kept, so long beam searches stay flat in memory.
+    """
+
+    @torch.no_grad()
     def __init__(self, model: MedViLLForPretraining, images: torch.Tensor) -> None:
         self.model = model
         enc = model.medvill
@@ -224,6 +228,7 @@ class Decoder:
         self.cells = torch.arange(features.shape[1], device=features.device)
         self.visual = enc.visual_proj(features, self.cells)
 
+    @torch.no_grad()
     def step(self, text_ids: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the last text slot; ``rows`` picks images for a batch of beams."""
         enc, config = self.model.medvill, self.model.config

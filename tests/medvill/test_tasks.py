@@ -256,6 +256,7 @@ def test_one_pass_perplexity_equals_stepwise_decoding(project: TaskPaths) -> Non
             logp = torch.log_softmax(decoder.step(text, torch.tensor([b])).float(), -1)
             slow.append(-float(logp[0, token]))
         np.testing.assert_allclose(fast[b], slow, rtol=1e-4, atol=1e-5)
+    assert not decoder.step(torch.tensor([[cfg.mask_token_id]]), torch.tensor([0])).requires_grad
     generated = G.generate(model, images, max_length=5)
     assert all(len(g) <= 5 and cfg.sep_token_id not in g for g in generated)
 
