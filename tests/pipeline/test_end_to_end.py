@@ -106,7 +106,7 @@ DATA_TARGETS = ("shards@sample", "pairs@sample", "vqa@sample")
 def test_dvc_repro_fresh_clone_then_noop_then_partial_rerun(tmp_path: Path) -> None:
     project = tmp_path / "clone"
     project.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, project / name)
     shutil.copytree(REPO / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(REPO / "data/sample", project / "data/sample")
