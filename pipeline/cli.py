@@ -164,7 +164,8 @@ def _stage_command(stage: str, doc: str) -> None:
 _stage_command("ingest", "Read a raw dataset tree into records.parquet (one row per image).")
 _stage_command(
     "images",
-    "Cut uniform margins, resize the long side to images.size, pad to a square, write 8-bit grey.",
+    "Cut uniform margins, resize the long side to images.output_size, pad to a square, "
+    "write 8-bit grey.",
 )
 _stage_command(
     "sections",
