@@ -76,6 +76,7 @@ class ImageSettings:
     format: str = "jpg"
     jpeg_quality: int = 95
     interpolation: str = "lanczos"
+    reducing_gap: float | None = 2.0
     pad_value: int = 0
     min_side: int = 64
     margin: MarginParams = field(default_factory=MarginParams)
@@ -101,6 +102,8 @@ class ImageSettings:
         if self.interpolation not in INTERPOLATIONS:
             choices = ", ".join(INTERPOLATIONS)
             problems.append(f"images.interpolation={self.interpolation!r} (choose {choices})")
+        if self.reducing_gap is not None and self.reducing_gap < 1.0:
+            problems.append(f"images.reducing_gap={self.reducing_gap} (≥ 1, or null for exact)")
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"images.jpeg_quality={self.jpeg_quality} (1..100)")
         if not 0 <= self.pad_value <= 255:
@@ -162,6 +165,7 @@ def prepare(data: bytes, settings: ImageSettings) -> Prepared:
         settings.output_size,
         settings.interpolation,
         settings.pad_value,
+        settings.reducing_gap,
     )
     return Prepared(decoded, grey, box, source_box, placed)
 

@@ -58,6 +58,7 @@ def crop_resize_pad(
     size: int,
     interpolation: str,
     pad_value: int,
+    reducing_gap: float | None = None,
 ) -> Placed:
     """Cut ``source_box`` out of ``grey``, resize it to ``content``, centre it on a size² canvas.
 
@@ -66,6 +67,9 @@ def crop_resize_pad(
     to whole reduced pixels would stretch the content by up to ``scale - 1`` source pixels (a
     2513 px wide film decodes to 629 columns at 1/4, which cover 2516), shifting sharp edges
     such as film borders and lead markers by up to half an output pixel.
+
+    ``reducing_gap`` (Pillow): box-reduce by a whole factor first while at least that much
+    shrink is left for the filter; ``None`` filters the whole way (exact, slower).
     """
     left, top = source_box.left / scale, source_box.top / scale
     right, bottom = source_box.right / scale, source_box.bottom / scale
@@ -78,6 +82,7 @@ def crop_resize_pad(
             (width, height),
             INTERPOLATIONS[interpolation],
             box=(left - x0, top - y0, right - x0, bottom - y0),
+            reducing_gap=reducing_gap,
         )
         window = np.asarray(resized)
     canvas = np.full((size, size), pad_value, dtype=np.uint8)

@@ -349,6 +349,29 @@ def test_fast_path_matches_full_resolution_lanczos_reference(
     assert psnr(ours, reference) >= min_psnr
 
 
+@needs_samples
+def test_full_resolution_png_reduces_first_and_stays_within_53_db_of_exact_lanczos() -> None:
+    """A 2513×3050 PNG has no reduced-scale decode; reducing_gap=2 box-reduces ×2 first."""
+    grey = np.asarray(Image.open(MHH / "19073f37.png").convert("L"))
+    big = cv2.resize(grey, (2513, 3050), interpolation=cv2.INTER_CUBIC)
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    exact = prepare(data, ImageSettings(reducing_gap=None))
+    quick = prepare(data, ImageSettings())
+    assert exact.decoded.scale == quick.decoded.scale == 1
+    assert exact.source_box == quick.source_box
+    box = exact.source_box
+    content = (exact.placed.content_width, exact.placed.content_height)
+    crop = Image.fromarray(big).crop((box.left, box.top, box.right, box.bottom))
+    reference = np.asarray(crop.resize(content, Image.Resampling.LANCZOS))
+    left, top = exact.placed.left, exact.placed.top
+    window = (slice(top, top + content[1]), slice(left, left + content[0]))
+    np.testing.assert_array_equal(exact.placed.pixels[window], reference)
+    assert not np.array_equal(quick.placed.pixels, exact.placed.pixels)
+    assert psnr(quick.placed.pixels[window], reference) >= 53.0
+
+
 # --------------------------------------------------------------------------- resize / encode
 
 
@@ -406,6 +429,9 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
         ImageSettings.from_params({"images": {"margin": {"maxstd": 3}}})
     with pytest.raises(ValueError, match="images.format='tif'"):
         ImageSettings.from_params({"images": {"format": "tif"}})
+    with pytest.raises(ValueError, match=r"images.reducing_gap=0.5 \(≥ 1, or null for exact\)"):
+        ImageSettings.from_params({"images": {"reducing_gap": 0.5}})
+    assert ImageSettings.from_params({"images": {"reducing_gap": None}}).reducing_gap is None
     settings = ImageSettings.from_params(
         {"images": {"output_size": 256, "margin": {"dark": 30}, "interpolation": "lanczos"}}
     )
