@@ -3,13 +3,15 @@
 Pipeline per loader worker (open_clip-style, ``log_and_continue`` on corrupt samples):
 
 1. the split's shard list from ``index.json``, permuted by (seed, epoch);
-2. ``tarfile_to_samples`` groups tar members by key — raw bytes only;
+2. :mod:`medvill.shardreader` groups tar members by key (webdataset's rules) from the tar
+   headers alone — no member data is read yet;
 3. a seeded shuffle buffer (same order in every process);
 4. stream split: sample *i* of that global order goes to stream ``i mod (world × workers)``, so
    ranks and workers see disjoint samples even when there are fewer shards than streams (the
    demo has one) and a rank's global batch is the same set of samples whatever the world size;
+   each stream then reads the bytes of its own samples only;
 5. decode — only ``jpg``/``png`` (PIL), ``txt`` (UTF-8) and ``json`` members are read, other
-   members are ignored, nothing is ever unpickled —, IRM pairing, tokenisation, MLM masking,
+   members are never loaded, nothing is ever unpickled —, IRM pairing, tokenisation, MLM masking,
    image augmentation, each driven by an RNG seeded from (seed, epoch, sample key), so a sample
    is processed identically whichever worker or rank gets it;
 6. batching, with one visual-feature subset and (for Bi & S2S) one mask type per global
@@ -29,23 +31,26 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from medvill.model.heads import IGNORE_INDEX
 from medvill.model.masks import resolve_mask_type
+from medvill.shardreader import MemberReader, sample_refs
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_MEMBERS = ("jpg", "png")
+T = TypeVar("T")
+#: The only shard members the loaders ever read.
+SAMPLE_MEMBERS = (*IMAGE_MEMBERS, "txt", "json")
 
 
 def log_and_continue(error: Exception) -> bool:
@@ -305,10 +310,10 @@ class LoaderSettings:
 
 
 def deterministic_shuffle(
-    samples: Iterable[dict[str, Any]], bufsize: int, rng: np.random.Generator
-) -> Iterator[dict[str, Any]]:
+    samples: Iterable[T], bufsize: int, rng: np.random.Generator
+) -> Iterator[T]:
     """Buffer shuffle from an explicit RNG (webdataset's uses a process-local one)."""
-    buffer: list[dict[str, Any]] = []
+    buffer: list[T] = []
     for sample in samples:
         if len(buffer) < bufsize:
             buffer.append(sample)
@@ -394,37 +399,36 @@ class PretrainShards(IterableDataset):
         streams = self.world * self.workers
         order = np.random.default_rng([s.seed, self.epoch, 1]).permutation(len(self.shards.files))
         urls = [self.shards.files[i] for i in order]
-        raw = wds.DataPipeline(
-            wds.SimpleShardList(urls),
-            wds.tarfile_to_samples(handler=log_and_continue),
-        )
         shuffled = deterministic_shuffle(
-            raw, s.shuffle_buffer, np.random.default_rng([s.seed, self.epoch, 2])
+            sample_refs(urls, log_and_continue),
+            s.shuffle_buffer,
+            np.random.default_rng([s.seed, self.epoch, 2]),
         )
-        mine = (sample for i, sample in enumerate(shuffled) if i % streams == stream)
+        mine = (ref for i, ref in enumerate(shuffled) if i % streams == stream)
         first = skip * s.batch_size
         needed = len(micro_indices) * s.batch_size
         counters = {"unpaired": 0, "failed": 0}
         batch: list[dict[str, Any]] = []
         produced = 0
-        for position, sample in enumerate(mine):
-            if position < first:
-                continue  # already consumed before the resume point: never decoded
-            if position >= first + needed:
-                break
-            try:
-                batch.append(self._process(sample, counters))
-            except Exception as error:  # a corrupt sample is logged and skipped, not fatal
-                counters["failed"] += 1
-                log_and_continue(error)
-                continue
-            if len(batch) == s.batch_size:
-                micro = micro_indices[produced]
-                yield self._collate(batch, micro // s.accumulation)
-                produced += 1
-                batch = []
-                if produced == len(micro_indices):
+        with MemberReader(SAMPLE_MEMBERS) as reader:
+            for position, ref in enumerate(mine):
+                if position < first:
+                    continue  # consumed before the resume point: never read nor decoded
+                if position >= first + needed:
                     break
+                try:
+                    batch.append(self._process(reader.read(ref), counters))
+                except Exception as error:  # a corrupt sample is logged and skipped, not fatal
+                    counters["failed"] += 1
+                    log_and_continue(error)
+                    continue
+                if len(batch) == s.batch_size:
+                    micro = micro_indices[produced]
+                    yield self._collate(batch, micro // s.accumulation)
+                    produced += 1
+                    batch = []
+                    if produced == len(micro_indices):
+                        break
         if counters["unpaired"] or counters["failed"]:
             log.info(
                 "rank %d worker %d epoch %d: %d samples not in the IRM negatives file (always "

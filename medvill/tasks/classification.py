@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from medvill import metrics as M
 from medvill.data import (
     IMAGE_MEMBERS,
+    SAMPLE_MEMBERS,
     SplitShards,
     TextSpec,
     decode_image,
@@ -38,6 +38,7 @@ from medvill.data import (
     text_spec_for,
 )
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
+from medvill.shardreader import MemberReader, SampleRef, sample_refs
 from medvill.tasks.common import (
     EvalSettings,
     FinetuneSettings,
@@ -138,28 +139,28 @@ class LabelledShards(IterableDataset):
         self.image_size, self.settings, self.shuffle = image_size, settings, shuffle
         self.epoch = 0
 
-    def samples(self, epoch: int) -> Iterator[dict[str, Any]]:
+    def samples(self, epoch: int) -> Iterator[SampleRef]:
+        """Where each sample of the epoch is, in order (tar headers only, no member data)."""
         s = self.settings
         urls = list(self.shards.files)
         if self.shuffle:
             order = np.random.default_rng([s.seed, epoch, 1]).permutation(len(urls))
             urls = [urls[i] for i in order]
-        raw = wds.DataPipeline(
-            wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=log_and_continue)
-        )
+        refs = sample_refs(urls, log_and_continue)
         if self.shuffle:
             yield from deterministic_shuffle(
-                raw, s.shuffle_buffer, np.random.default_rng([s.seed, epoch, 2])
+                refs, s.shuffle_buffer, np.random.default_rng([s.seed, epoch, 2])
             )
         else:
-            yield from raw
+            yield from refs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for i, sample in enumerate(self.samples(self.epoch)):
-            if i % workers == worker:
-                yield self.process(sample)
+        with MemberReader(SAMPLE_MEMBERS) as reader:
+            for i, ref in enumerate(self.samples(self.epoch)):
+                if i % workers == worker:
+                    yield self.process(reader.read(ref))
 
     def process(self, sample: dict[str, Any]) -> dict[str, Any]:
         key = sample["__key__"]
@@ -200,17 +201,16 @@ def _loader(dataset: LabelledShards, batch_size: int, workers: int, train: bool)
 
 def label_counts(shards: SplitShards, settings: ClassificationSettings) -> tuple[np.ndarray, ...]:
     """(positives, counted cells) per label over a split, reading only the json members."""
-    raw = wds.DataPipeline(
-        wds.SimpleShardList(list(shards.files)), wds.tarfile_to_samples(handler=log_and_continue)
-    )
     pos = np.zeros(len(CHEXPERT_LABELS))
     counted = np.zeros(len(CHEXPERT_LABELS))
-    for sample in raw:
-        if "json" in sample:
-            meta = json.loads(sample["json"])
-            target, valid = label_targets(meta["labels"], settings.uncertain, settings.blank)
-            pos += target * valid
-            counted += valid
+    with MemberReader(("json",)) as reader:
+        for ref in sample_refs(shards.files, log_and_continue):
+            sample = reader.read(ref)
+            if "json" in sample:
+                meta = json.loads(sample["json"])
+                target, valid = label_targets(meta["labels"], settings.uncertain, settings.blank)
+                pos += target * valid
+                counted += valid
     return pos, counted
 
 
