@@ -16,8 +16,8 @@ padding excluded), and how close (b) is to the floor: b/d (same workers), and pe
 
 Film grain is what makes these files large, and on q95 JPEGs the entropy (Huffman) decoding of
 that grain costs the same at every DCT scale. Each input gets its own grain level drawn from
-``--grain LOW HIGH`` (default 1–4 grey levels: 0.8–2.5 MB files, mean ≈ 1.5 MB like
-MIMIC-CXR-JPG's 558 GB / 377,110 images); ``--grain 4 4`` gives the heaviest, entropy-bound set.
+``--grain LOW HIGH`` (default 1–4 grey levels: 1.0–2.1 MB files, mean 1.6 MB, close to
+MIMIC-CXR-JPG's ≈ 1.5 MB per image); ``--grain 4 4`` gives the heaviest, entropy-bound set.
 
     python benchmarks/bench_images.py --images 120 --out /tmp/bench_images --workers 2
 """
