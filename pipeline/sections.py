@@ -41,6 +41,7 @@ they only concern 54 MIMIC-CXR v2 studies and would have to be carried as data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -484,6 +485,20 @@ def parse_report(text: str, policy: str, fallback_full_report: bool) -> ParsedRe
     return ParsedReport(findings, impression, chosen, chosen_section, sections_json, "", "")
 
 
+def _report_location(image_path: str, study_id: str, extra: Any) -> str:
+    """How a reject names the report: its file (adapters record ``report_file`` in
+    extra_json) with study and image, else the image and study. Paths stay relative to the raw
+    root, like ``image_path``, so the rejects table is the same wherever the data lives."""
+    values: Any = None
+    if isinstance(extra, str) and extra:
+        with contextlib.suppress(ValueError):
+            values = json.loads(extra)
+    report_file = values.get("report_file", "") if isinstance(values, dict) else ""
+    if report_file:
+        return f"{report_file} (study {study_id}, image {image_path})"
+    return f"{image_path} (study {study_id})"
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
     """Read ``<interim>/ingest/records.parquet``, write ``<interim>/sections/``.
 
@@ -515,16 +530,18 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     keep: list[bool] = []
     columns: dict[str, list[str]] = {name: [] for name in SECTION_COLUMNS}
     counts: Counter[str] = Counter()
-    for image_id, image_path, study_id, text in zip(
-        frame["image_id"], frame["image_path"], frame["study_id"], texts, strict=True
+    for image_id, image_path, study_id, extra, text in zip(
+        frame["image_id"],
+        frame["image_path"],
+        frame["study_id"],
+        frame["extra_json"],
+        texts,
+        strict=True,
     ):
         result = parsed[text]
         if result.reject_code:
-            run.reject(
-                image_id,
-                result.reject_code,
-                f"{image_path} (study {study_id}): {result.reject_cause}",
-            )
+            where = _report_location(str(image_path), str(study_id), extra)
+            run.reject(image_id, result.reject_code, f"{where}: {result.reject_cause}")
             keep.append(False)
             continue
         keep.append(True)

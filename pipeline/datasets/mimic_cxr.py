@@ -133,7 +133,11 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
             )
             continue
         text, encoding_note = report
-        extra: dict[str, Any] = {"subject_id": subject_id, "study_id": study_id}
+        extra: dict[str, Any] = {
+            "subject_id": subject_id,
+            "study_id": study_id,
+            "report_file": report_rel,
+        }
         extra.update({c: row[c] for c in extra_columns if row[c] != ""})
         raw_split = splits.get(dicom_id)
         if raw_split is None:

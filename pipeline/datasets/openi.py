@@ -114,6 +114,7 @@ def read_report(raw: Path, xml_dir: Path, path: Path) -> tuple[list[dict[str, An
     base: dict[str, Any] = {
         "mesh_major": [element_text(n) for n in mesh.iter("major")] if mesh is not None else [],
         "mesh_minor": [element_text(n) for n in mesh.iter("minor")] if mesh is not None else [],
+        "report_file": path.relative_to(raw).as_posix(),
         "report_sections": sections,
         "uid": uid.get("id", "") if uid is not None else "",
     }

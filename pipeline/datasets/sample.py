@@ -108,6 +108,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
             continue
         text, encoding_note = report
         extra: dict[str, Any] = {c: row[c] for c in EXTRA_COLUMNS if row.get(c)}
+        extra["report_file"] = Path(row["report"]).as_posix()
         view = row["view"].upper()
         image_path = raw / row["image"]
         if not view and image_path.suffix.lower() == ".dcm" and image_path.is_file():

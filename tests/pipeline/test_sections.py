@@ -501,7 +501,8 @@ def write_ingest(root: Path) -> DatasetPaths:
             "report_text": text,
             "official_split": "",
             "synthetic_report": False,
-            "extra_json": "{}",
+            # adapters name the report file; i6 has one, the others show the fallback
+            "extra_json": '{"report_file":"reports/s5.txt"}' if image_id == "i6" else "{}",
         }
         for image_id, study_id, text in INGEST_ROWS
     ]
@@ -575,7 +576,7 @@ def test_run_stage_outputs_rejects_stats_and_rerun(tmp_path: Path) -> None:
             "id": "i6",
             "stage": "sections",
             "code": "empty_report",
-            "reason": "files/s5/i6.jpg (study s5): report is whitespace only",
+            "reason": "reports/s5.txt (study s5, image files/s5/i6.jpg): report is whitespace only",
         },
         {
             "id": "i7",

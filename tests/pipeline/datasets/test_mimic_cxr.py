@@ -101,6 +101,7 @@ def test_adapter_records_ids_paths_views_splits_and_report_rejects(tmp_path: Pat
         "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
         "Rows": "1024",
         "StudyDate": "21800506",
+        "report_file": "files/p10/p10000032/s50414267.txt",
         "study_id": "50414267",
         "subject_id": "10000032",
     }

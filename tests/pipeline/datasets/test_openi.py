@@ -106,6 +106,7 @@ def test_adapter_rebuilds_sections_and_keeps_mesh(tmp_path: Path) -> None:
         "caption": "Xray Chest PA and Lateral",
         "mesh_major": ["Lung/hyperdistention/mild"],
         "mesh_minor": ["Scoliosis"],
+        "report_file": "ecgen-radiology/1.xml",
         "report_sections": ["COMPARISON", "FINDINGS", "IMPRESSION"],
         "uid": "CXR1",
     }
