@@ -175,9 +175,9 @@ def compare(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Paired test of two checkpoints' evaluations (`medvill evaluate --checkpoint X --out A`):
-    same bootstrap resamples for both, difference B − A with its interval, bootstrap p-value
-    and the paper's paired t-test over the resamples."""
+    """Compare two checkpoints' evaluations (`medvill evaluate --checkpoint X --out A`): same
+    bootstrap resamples for both, difference B − A with its interval, bootstrap p-value, the
+    paper's independent t-test over the resample values and the paired t-test."""
     from medvill.report import compare as run
     from medvill.tasks.common import EvalSettings, write_json
 

@@ -366,10 +366,12 @@ def paired_bootstrap(
 
     Per metric: both full-set values, the difference B − A with its percentile interval, a
     two-sided bootstrap p-value (twice the share of resample differences on the other side of
-    zero, capped at 1), and the paired t-test over the resample values — the paper's test
-    (t-test over 30 bootstrap runs, tables II–V).
+    zero, capped at 1), and two t-tests over the resample values: ``p_ttest_independent``, the
+    paper's test ("an independent t-test with a significance value of 0.05" on each model's 30
+    bootstrap values, tables II–V), and ``p_ttest_paired``, which uses that both systems saw
+    the same resamples and is the sharper test when they did.
     """
-    from scipy.stats import ttest_rel
+    from scipy.stats import ttest_ind, ttest_rel
 
     indices = resample_indices(n_items, n_resamples, seed)
     full_a, full_b = dict(compute_a(np.arange(n_items))), dict(compute_b(np.arange(n_items)))
@@ -387,9 +389,13 @@ def paired_bootstrap(
         else:
             p_boot = float("nan")
         if diff.size > 1 and np.std(diff) > 0:
-            p_t = float(ttest_rel(b[keep], a[keep]).pvalue)
+            p_paired = float(ttest_rel(b[keep], a[keep]).pvalue)
         else:
-            p_t = float("nan") if diff.size < 2 else (1.0 if np.all(diff == 0) else 0.0)
+            p_paired = float("nan") if diff.size < 2 else (1.0 if np.all(diff == 0) else 0.0)
+        if diff.size > 1 and (np.std(a[keep]) > 0 or np.std(b[keep]) > 0):
+            p_independent = float(ttest_ind(b[keep], a[keep]).pvalue)
+        else:
+            p_independent = p_paired  # constant values: equal (1) or different (0) for sure
         out[name] = {
             "a": float(full_a[name]),
             "b": float(full_b[name]),
@@ -397,7 +403,8 @@ def paired_bootstrap(
             "ci_low": low,
             "ci_high": high,
             "p_bootstrap": float(p_boot),
-            "p_ttest": p_t,
+            "p_ttest_independent": p_independent,
+            "p_ttest_paired": p_paired,
             "resamples": int(diff.size),
         }
     return out

@@ -87,8 +87,8 @@ def _ids(task: str, pred: dict[str, Any]) -> list[Any]:
 def compare(
     task: str, a: Path, b: Path, n_resamples: int, seed: int, confidence: float = 0.95
 ) -> dict[str, Any]:
-    """Paired bootstrap (and the paper's t-test) of evaluation ``b`` against ``a``: both must
-    have scored the same items in the same order."""
+    """Paired bootstrap (and the paper's independent t-test) of evaluation ``b`` against ``a``:
+    both must have scored the same items in the same order."""
     module = task_module(task)
     pa, pb = _load_predictions(a), _load_predictions(b)
     for name, pred in (("A", pa), ("B", pb)):

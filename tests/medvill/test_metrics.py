@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import ttest_ind, ttest_rel
 from sklearn.metrics import f1_score, roc_auc_score
 
 from medvill import metrics as M
@@ -161,6 +162,30 @@ def test_paired_bootstrap_detects_a_real_difference_only() -> None:
 
     diff = M.paired_bootstrap(acc(bad), acc(good), len(truth), n_resamples=30, seed=1)
     assert diff["accuracy"]["difference"] == pytest.approx(0.3)
-    assert diff["accuracy"]["p_bootstrap"] < 0.05 and diff["accuracy"]["p_ttest"] < 1e-6
+    assert diff["accuracy"]["p_bootstrap"] < 0.05 and diff["accuracy"]["p_ttest_paired"] < 1e-6
+    # the paper's test: independent t-test on the two sets of 30 bootstrap values
+    assert diff["accuracy"]["p_ttest_independent"] < 1e-6
+    assert diff["accuracy"]["resamples"] == 30
     same = M.paired_bootstrap(acc(good), acc(good), len(truth), n_resamples=30, seed=1)
     assert same["accuracy"]["difference"] == 0.0 and same["accuracy"]["p_bootstrap"] == 1.0
+    assert same["accuracy"]["p_ttest_independent"] == 1.0
+
+
+def test_independent_t_test_is_scipys_on_the_resample_values() -> None:
+    """Close systems: the independent test (the paper's) is the weaker of the two."""
+    rng = np.random.default_rng(9)
+    truth = rng.integers(0, 2, 400)
+    a, b = truth.copy(), truth.copy()
+    a[:100] ^= 1
+    b[:92] ^= 1  # b is right on 8 more items than a
+
+    def acc(pred: np.ndarray):
+        return lambda idx: {"accuracy": float(np.mean(pred[idx] == truth[idx]))}
+
+    result = M.paired_bootstrap(acc(a), acc(b), len(truth), n_resamples=30, seed=3)["accuracy"]
+    indices = M.resample_indices(len(truth), 30, 3)
+    va = np.array([acc(a)(i)["accuracy"] for i in indices])
+    vb = np.array([acc(b)(i)["accuracy"] for i in indices])
+    assert result["p_ttest_independent"] == pytest.approx(ttest_ind(vb, va).pvalue)
+    assert result["p_ttest_paired"] == pytest.approx(ttest_rel(vb, va).pvalue)
+    assert result["p_ttest_paired"] < result["p_ttest_independent"]
