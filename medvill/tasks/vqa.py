@@ -3,7 +3,12 @@
 Input: the files of the pipeline's ``vqa`` stage (MEVF ``data_RAD`` layout as JSON). Feature =
 h[CLS] ⊙ h[visual SEP], head MLP hidden → 2·hidden → ReLU → answers, BCE-with-logits against
 the soft target (formats §10), Bi attention. Accuracy = the target score of the arg-max answer,
-for open, closed and all questions (and the CHEST subset the paper also reports).
+for open, closed and all questions (and the CHEST subset of the test questions).
+
+Table IV's 'ALL' and 'CHEST' rows are two fine-tunings: on every question, and on the chest
+X-ray questions only. ``organs`` (params ``finetune.profiles.<p>.vqa.organs``) selects the
+questions by ``image_organ`` for fine-tuning and, through the checkpoint's task.json, for
+evaluation: ``[]`` = ALL, ``[CHEST]`` = the CHEST setting.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,12 @@ TASK = "vqa"
 @dataclass
 class VqaSettings(FinetuneSettings):
     image_root: str = "."  # image_paths.json values are relative to this (vqa.image_root)
+    organs: list[str] = field(default_factory=list)  # image_organ values kept; [] = all
+
+
+def organ_filter(organs: list[str] | tuple[str, ...]) -> frozenset[str]:
+    """Normalised organ names (the release writes e.g. ``CHEST`` and ``HEAD``)."""
+    return frozenset(o.strip().upper() for o in organs)
 
 
 def clean_question(question: str) -> str:
@@ -79,14 +90,20 @@ class VqaFiles:
     answers: list[str]
 
     @classmethod
-    def read(cls, folder: Path, split: str, image_root: Path) -> VqaFiles:
+    def read(
+        cls, folder: Path, split: str, image_root: Path, organs: frozenset[str] = frozenset()
+    ) -> VqaFiles:
+        """``organs`` keeps only questions on those ``image_organ`` values (empty: all)."""
         ans2label = _read(folder / "ans2label.json")
         if not ans2label:
             raise ValueError(f"{folder / 'ans2label.json'}: empty answer vocabulary")
         answers = [a for a, _ in sorted(ans2label.items(), key=lambda kv: kv[1])]
         entries = _read(folder / f"{split}set.json")
+        if organs:
+            entries = [e for e in entries if str(e.get("image_organ", "")).upper() in organs]
         if not entries:
-            raise ValueError(f"{folder / f'{split}set.json'} has no questions")
+            kept = f" on organs {sorted(organs)}" if organs else ""
+            raise ValueError(f"{folder / f'{split}set.json'} has no questions{kept}")
         targets_by_qid = {str(t["qid"]): t for t in _read(folder / f"{split}_target.json")}
         image_paths = _read(folder / "image_paths.json")
         targets = np.zeros((len(entries), len(answers)), dtype=np.float32)
@@ -177,7 +194,8 @@ def finetune(
     source = require_checkpoint(
         pretrained or paths.pretrained, f"run `medvill pretrain --dataset {paths.dataset}` first"
     )
-    files = VqaFiles.read(paths.vqa, "train", paths.root / settings.image_root)
+    organs = organ_filter(settings.organs)
+    files = VqaFiles.read(paths.vqa, "train", paths.root / settings.image_root, organs)
     tokenizer = load_tokenizer(source)
     model = load_model(MedViLLForVQA, source, num_labels=len(files.answers))
     spec = text_spec_for(tokenizer, model.config.max_text_tokens, settings.mask == "noncross")
@@ -200,6 +218,7 @@ def finetune(
         "mask": settings.mask,
         "image_root": settings.image_root,
         "answers": files.answers,
+        "organs": sorted(organs),
         "pretrained": str(source),
     }
     save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
@@ -231,7 +250,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """VQA-RAD has a train/test split only: ``evaluate.split`` valid is read as test."""
     ckpt, info, out = open_finetuned(paths, TASK, checkpoint, out)
-    files = VqaFiles.read(paths.vqa, "test", paths.root / info["image_root"])
+    organs = organ_filter(info.get("organs", []))
+    files = VqaFiles.read(paths.vqa, "test", paths.root / info["image_root"], organs)
     if files.answers != info["answers"]:
         raise ValueError(
             "ans2label.json differs from the answer vocabulary the model was "
@@ -270,7 +290,11 @@ def evaluate(
         boot,
         settings,
         {"vqa": timer.ms_per_sample},
-        {"questions": len(data), "answers": len(files.answers)},
+        {
+            "questions": len(data),
+            "answers": len(files.answers),
+            "organs": ", ".join(sorted(organs)) or "ALL",
+        },
     )
     write_json(doc, out / "metrics.json")
     write_json(pred, out / "predictions.json")

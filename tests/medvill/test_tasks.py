@@ -125,7 +125,7 @@ def build_project(root: Path) -> None:
                 {
                     "qid": qid,
                     "image_name": f"{row['id']}.png",
-                    "image_organ": "CHEST",
+                    "image_organ": "HEAD" if i % 5 == 4 else "CHEST",  # VQA-RAD mixes organs
                     "question": "which view is this?" if open_q else "is there cardiomegaly?",
                     "answer": "pa" if open_q else ("yes" if yes else "no"),
                     "answer_type": "OPEN" if open_q else "CLOSED",
@@ -302,6 +302,17 @@ def test_vqa_end_to_end_and_bad_inputs(project: TaskPaths, tmp_path: Path) -> No
     doc = V.evaluate(project, EVAL)
     assert set(doc["metrics"]) >= {"open", "closed", "overall", "chest_open"}
     assert 0.0 <= doc["metrics"]["overall"] <= 1.0
+    test_entries = json.loads((project.vqa / "testset.json").read_text())
+    chest = [e for e in test_entries if e["image_organ"] == "CHEST"]
+    assert doc["questions"] == len(test_entries) > len(chest) > 0 and doc["organs"] == "ALL"
+    # table IV's CHEST row: fine-tuned and evaluated on the chest questions only
+    info = V.finetune(project, V.VqaSettings(epochs=1, organs=["chest"], **FAST))
+    assert info["organs"] == ["CHEST"]
+    chest_doc = V.evaluate(project, EVAL, out=tmp_path / "chest")
+    assert (chest_doc["questions"], chest_doc["organs"]) == (len(chest), "CHEST")
+    assert chest_doc["metrics"]["overall"] == chest_doc["metrics"]["chest_overall"]
+    with pytest.raises(ValueError, match=r"trainset.json has no questions on organs \['LUNG'\]"):
+        V.finetune(project, V.VqaSettings(epochs=1, organs=["LUNG"], **FAST))
     # bad inputs: an empty answer vocabulary and a question about an unknown image
     broken = tmp_path / "vqa"
     broken.mkdir()
