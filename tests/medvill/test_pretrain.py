@@ -104,4 +104,8 @@ def test_two_process_gloo_ddp_matches_single_process(tiny_data, tiny_profile, tm
     for other in (ddp, accumulated):
         b = load_file(other / "final" / "model.safetensors")
         for key in a:
-            assert torch.allclose(a[key], b[key], atol=1e-5), (other.name, key)
+            # Adam turns a float-noise-sized gradient (summation order differs between one
+            # batch of 4 and two of 2) into an lr-sized step, so an element whose gradient is
+            # ~0 may differ by ~lr; unsynchronised or wrong gradients move most elements.
+            off = int(((a[key] - b[key]).abs() > 1e-5).sum())
+            assert off <= max(1, a[key].numel() // 1000), (other.name, key, off)
