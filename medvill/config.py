@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import BertConfig, PretrainedConfig
+from transformers import AutoConfig, BertConfig, PretrainedConfig
 
 #: Attention mask schemes of the paper's Fig. 4 (plus the Bi&S2S mix). ``bar`` is MedViLL's.
 MASK_TYPES: tuple[str, ...] = ("bar", "bi", "s2s", "bi_s2s", "noncross")
@@ -161,6 +161,11 @@ class MedViLLConfig(PretrainedConfig):
         cfg = BertConfig(**{name: getattr(self, name) for name in _BERT_FIELDS})
         cfg._attn_implementation = getattr(self, "_attn_implementation", None) or "sdpa"
         return cfg
+
+
+# Auto classes (AutoTokenizer reads a checkpoint's config.json) then know "medvill" instead of
+# falling back to a bare PretrainedConfig with a compatibility warning on every load.
+AutoConfig.register(MedViLLConfig.model_type, MedViLLConfig, exist_ok=True)
 
 
 def load_params(path: Path | str) -> dict[str, Any]:

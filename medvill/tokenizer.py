@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
+import medvill.config  # noqa: F401 - registers "medvill" with AutoConfig for AutoTokenizer
 from medvill.model.embeddings import _host_reachable
 
 log = logging.getLogger(__name__)

@@ -297,6 +297,20 @@ def test_generation_end_to_end(project: TaskPaths) -> None:
     assert len(pred["hypotheses"]) == 6 and len(pred["hyp_labels"][0]) == 14
 
 
+def test_checkpoints_load_through_auto_classes_without_warnings(
+    project: TaskPaths, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """ "medvill" is registered with AutoConfig, so AutoTokenizer on a checkpoint is quiet."""
+    from transformers import AutoConfig
+
+    from medvill.config import MedViLLConfig
+    from medvill.tokenizer import load_tokenizer
+
+    assert isinstance(AutoConfig.from_pretrained(str(project.pretrained)), MedViLLConfig)
+    load_tokenizer(project.pretrained)
+    assert "You are using a model of type" not in capfd.readouterr().err
+
+
 def test_vqa_end_to_end_and_bad_inputs(project: TaskPaths, tmp_path: Path) -> None:
     V.finetune(project, V.VqaSettings(epochs=1, **FAST))
     doc = V.evaluate(project, EVAL)
