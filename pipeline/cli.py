@@ -138,7 +138,9 @@ def _invoke(stages: list[str], **kwargs: Any) -> None:
         raise typer.Exit(code=2) from error
 
 
-def _stage_command(stage: str, doc: str) -> None:
+def _stage_command(name: str, doc: str, stages: tuple[str, ...] | None = None) -> None:
+    """Register command ``name`` running ``stages`` (default: the stage of that name)."""
+
     def command(
         dataset: DatasetOpt,
         raw: RawOpt = None,
@@ -148,7 +150,7 @@ def _stage_command(stage: str, doc: str) -> None:
         params: ParamsOpt = DEFAULT_PARAMS,
     ) -> None:
         _invoke(
-            [stage],
+            list(stages or (name,)),
             dataset=dataset,
             raw=raw,
             adapter=adapter,
@@ -158,7 +160,7 @@ def _stage_command(stage: str, doc: str) -> None:
         )
 
     command.__doc__ = doc
-    app.command(name=stage)(command)
+    app.command(name=name)(command)
 
 
 _stage_command("ingest", "Read a raw dataset tree into records.parquet (one row per image).")
@@ -243,25 +245,7 @@ def label_reports_command(
     console.print(f"labelled {count} reports → {output}")
 
 
-@app.command(name="all")
-def run_all(
-    dataset: DatasetOpt,
-    raw: RawOpt = None,
-    adapter: AdapterOpt = None,
-    out: OutOpt = None,
-    workers: WorkersOpt = 0,
-    params: ParamsOpt = DEFAULT_PARAMS,
-) -> None:
-    """Run every stage in order for one dataset."""
-    _invoke(
-        list(STAGES),
-        dataset=dataset,
-        raw=raw,
-        adapter=adapter,
-        out=out,
-        workers=workers,
-        params_path=params,
-    )
+_stage_command("all", "Run every stage in order for one dataset.", tuple(STAGES))
 
 
 def main() -> None:
