@@ -171,7 +171,7 @@ def decode_image(
 ) -> torch.Tensor:
     """Image bytes → (3, size, size) ImageNet-normalised float tensor.
 
-    Grey is replicated to 3 channels (formats §5). With ``rng`` (pretraining) a random resized
+    Grey is replicated to 3 channels (docs/model.md §2). With ``rng`` (pretraining) a random resized
     crop to ``size``; without, a plain resize when the stored size differs. JPEGs are decoded
     at reduced scale when the target is at most half the stored size (the demo's 128² from
     512² shards), which keeps the loader ahead of the model on CPU.
@@ -196,7 +196,7 @@ def decode_image(
 
 @dataclass(frozen=True)
 class TextSpec:
-    """Token ids and layout of the text block (formats §6–7)."""
+    """Token ids and layout of the text block (docs/model.md §3–4)."""
 
     max_tokens: int
     pad_id: int
@@ -230,7 +230,7 @@ def mask_tokens(
     rng: np.random.Generator,
     probability: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking of report tokens (formats §9): each token (never [CLS]/[SEP]/[PAD]) is
+    """BERT masking of report tokens (docs/model.md §6): each token (never [CLS]/[SEP]/[PAD]) is
     chosen with ``probability``; a chosen token becomes [MASK] 80 %, a random non-special
     token 10 %, or stays 10 %. If none is chosen, the first token is. Returns (inputs, labels)
     with labels −100 on unchosen slots."""

@@ -1,8 +1,8 @@
 """The paper's downstream metrics as pure functions (numpy / scikit-learn / NLTK), plus the
 bootstrap and the paired test every reported number goes through.
 
-Definitions follow MedViLL (paper §IV-C, tables II–V) and the released code as summarised in
-``reference/medvill_formats.md`` §10:
+Definitions follow MedViLL (paper §IV-C, tables II–V) and the released code as described in
+``docs/model.md`` §8–9:
 
 * classification — micro-averaged AUROC and F1 over all (sample, label) cells; F1 at a
   threshold chosen on validation (the release used 0.5);
@@ -157,7 +157,7 @@ class QueryResult:
 
 
 def score_query(scores: np.ndarray, relevant: np.ndarray, k: int = 5) -> QueryResult:
-    """Rank one block (formats §10) and count the positives among its top ``k``."""
+    """Rank one block (docs/model.md §8) and count the positives among its top ``k``."""
     relevant = np.asarray(relevant, dtype=bool)
     rank = first_positive_rank(scores, relevant)
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
@@ -185,7 +185,7 @@ def retrieval_metrics(results: Sequence[QueryResult], k: int = 5) -> dict[str, f
 def vqa_accuracy(
     target_scores: np.ndarray, predicted: np.ndarray, answer_types: Sequence[str]
 ) -> dict[str, float]:
-    """VQA-RAD accuracy (formats §10): the soft target score of the arg-max answer, averaged
+    """VQA-RAD accuracy (docs/model.md §8): the soft target score of the arg-max answer, averaged
     over open (``OPEN``), closed (``CLOSED``) and all questions. A type absent from the set
     gives NaN. ``target_scores`` (n, A), ``predicted`` (n,) answer indices."""
     target_scores = np.asarray(target_scores, dtype=float)
@@ -210,7 +210,7 @@ def vqa_accuracy(
 
 def perplexity(token_nll: Sequence[np.ndarray]) -> float:
     """Per report exp(mean token cross-entropy) on the reference report, averaged over reports
-    (formats §10). ``token_nll[i]`` holds report i's per-token negative log-likelihoods (nats)."""
+    (docs/model.md §9). ``token_nll[i]``: report i's per-token negative log-likelihoods (nats)."""
     values = [math.exp(float(np.mean(nll))) for nll in token_nll if len(nll) > 0]
     if not values:
         raise ValueError("no report with tokens to compute perplexity on")
@@ -258,7 +258,7 @@ def clinical_efficacy(hyp_labels: np.ndarray, ref_labels: np.ndarray) -> dict[st
 
 
 def clinical_efficacy_release(hyp_labels: np.ndarray, ref_labels: np.ndarray) -> dict[str, float]:
-    """The released code's variant (formats §10), logged beside the paper's: per category,
+    """The released code's variant (docs/model.md §9), logged beside the paper's: per category,
     acc = P(hyp = ref) with blank = blank a match, prec = #(equal, non-blank)/#hyp non-blank,
     rec = #(equal, non-blank)/#ref non-blank; each macro-averaged over the categories where it
     is defined (all four label values count, not only positives)."""
@@ -332,7 +332,7 @@ def bootstrap(
 
     Returns ``{metric: {value, mean, std, ci_low, ci_high, resamples}}``: ``value`` on all
     items; mean/std over resamples (the paper reports mean (std) of 30 test-set resamples,
-    formats §10); a percentile interval at ``confidence``. NaN resamples (e.g. an AUROC on a
+    docs/model.md §9); a percentile interval at ``confidence``. NaN resamples (e.g. an AUROC on a
     one-class resample) are left out of the summary.
     """
     indices = resample_indices(n_items, n_resamples, seed)

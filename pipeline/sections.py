@@ -4,7 +4,7 @@ MedViLL trains on "the longer of Findings and Impression" of each report; MIMIC-
 CheXpert labels were computed on "impression, else findings, else last paragraph". Both need the
 same thing first: a section splitter. This module reimplements, in the spirit of MIT-LCP's
 MIMIC-CXR section parser (``txt/section_parser.py``, described in
-``reference/mimic_section_parser.md``), a splitter that also reads the other corpora we ingest.
+``docs/sections.md``), a splitter that also reads the other corpora we ingest.
 
 Header detection — what differs from the strict MIMIC regex and why:
 

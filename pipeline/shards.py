@@ -1,9 +1,9 @@
 """The shards stage: WebDataset tar shards per split, plus a shard index.
 
-Sample layout (DESIGN.md): key ``<dataset>_<image_id>``; members ``jpg`` (or ``png``) — the
-512×512 image from the images stage, byte for byte; ``txt`` — the chosen report text; ``json``
-— ids, view, section texts, split and the 14 CheXpert labels (null = blank) in the fixed order
-of ``CHEXPERT_LABELS``. No pickled members, ever.
+Sample layout (docs/architecture.md §4): key ``<dataset>_<image_id>``; members ``jpg`` (or ``png``)
+— the 512×512 image from the images stage, byte for byte; ``txt`` — the chosen report text; ``json``
+— ids, view, section texts, split and the 14 CheXpert labels (null = blank) in the fixed order of
+``CHEXPERT_LABELS``. No pickled members, ever.
 
 Tars are reproducible: samples sorted by key, members sorted by extension (webdataset's
 writer), fixed mtime/owner/mode, so a rerun gives byte-identical shards and DVC sees no change.

@@ -1,6 +1,6 @@
 """Visual backbone and the joint input embedding ``[CLS] v_1…v_K [SEP] w_1…w_N [SEP]``.
 
-Layout (formats reference §7): visual slot i = Linear(CNN feature) + position[grid cell] +
+Layout (docs/model.md §4): visual slot i = Linear(CNN feature) + position[grid cell] +
 token-type 0; [CLS] and the visual [SEP] = word embedding + position 0 + type 0; text slots =
 word embedding + positions 0.. (restarting at the first text slot) + type 1. BERT's own
 ``BertEmbeddings`` adds the position and type tables, LayerNorm and dropout, so the same

@@ -1,4 +1,4 @@
-"""The self-attention masks of MedViLL (paper Fig. 4 and 8; formats reference §8).
+"""The self-attention masks of MedViLL (paper Fig. 4 and 8; docs/model.md §5).
 
 The sequence is ``[CLS] v_1 … v_K [SEP_V] | T`` where the image block ``I`` is the first
 ``K + 2`` positions and the text block ``T`` holds the report tokens, the final [SEP] and padding

@@ -114,7 +114,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
         hidden = encode(self.bert, embeds, positions, types, kind, k, text_valid)
         pooler = self.bert.pooler
         if kind == "noncross":
-            # Paper §3.C: both [CLS] outputs feed IRM; combined by element-wise product (§8).
+            # Paper §3.C: both [CLS] outputs feed IRM, combined by product (docs/model.md §5).
             first = hidden[:, 0] * hidden[:, k + 2]
             pooled = pooler.activation(pooler.dense(first))
         else:

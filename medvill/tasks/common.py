@@ -154,7 +154,7 @@ class EvalSettings:
 
 def load_image_file(path: Path, size: int) -> torch.Tensor:
     """A processed image on disk → (3, size, size) normalised tensor (no augmentation
-    downstream, formats §5)."""
+    downstream, docs/model.md §2)."""
     return decode_image(Path(path).read_bytes(), size, None)
 
 

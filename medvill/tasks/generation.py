@@ -1,11 +1,11 @@
 """Radiology report generation (paper §IV-C.4, table V).
 
-Fine-tuning is MLM under a fixed S2S mask (formats §10): up to 3 tokens per report (15 %, at
+Fine-tuning is MLM under a fixed S2S mask (docs/model.md §8): up to 3 tokens per report (15 %, at
 most 3) become [MASK]; the final [SEP] is one of them with probability 0.5, so the model learns
 to stop. The model is :class:`MedViLLForPretraining` itself (its MLM head is the generator).
 
 Decoding appends [MASK], predicts it, replaces it with the *prediction* (the release fed the
-ground-truth token back, a bug the formats note says not to copy) and repeats until [SEP] or
+ground-truth token back, a bug docs/model.md §8 says not to copy) and repeats until [SEP] or
 ``max_length`` tokens; greedy by default, beam search with ``beam_width`` > 1.
 
 Perplexity is exact for this decoding in one forward pass: the reference tokens y_0..y_{T−2}
@@ -72,7 +72,7 @@ class GenerationSettings(FinetuneSettings):
     mask_probability: float = 0.15
     max_masked: int = 3
     sep_probability: float = 0.5
-    max_length: int = 128  # generated tokens (formats §10: 128)
+    max_length: int = 128  # generated tokens (docs/model.md §8: 128)
     beam_width: int = 1
 
 
@@ -83,7 +83,7 @@ def generation_masking(
     rng: np.random.Generator,
     settings: GenerationSettings,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mask min(max_masked, max(1, round(p·n))) slots of a report (formats §10); the final
+    """Mask min(max_masked, max(1, round(p·n))) slots of a report (docs/model.md §8); the final
     [SEP] is among them with ``sep_probability``. All chosen slots become [MASK]."""
     sep_slot = int(np.flatnonzero(valid)[-1])
     tokens = np.flatnonzero(valid)[:-1]

@@ -1,10 +1,10 @@
 """Image-report retrieval, I2R and R2I (paper §IV-C.2, table III).
 
-A binary matched / non-matched classifier on the pooled [CLS], initialised from the IRM head
-(the module is named ``cls.seq_relationship`` like the pretraining head, so its weights load
-from the pretraining checkpoint). Training (formats §2): every ``Train.jsonl`` record gives its
-true pair (label 1) and one negative (label 0) built from a record with a different label set,
-swapping the image with probability 0.5 and the report otherwise. Evaluation: the pipeline's
+A binary matched / non-matched classifier on the pooled [CLS], initialised from the IRM head (the
+module is named ``cls.seq_relationship`` like the pretraining head, so its weights load from the
+pretraining checkpoint). Training (docs/formats.md §2): each ``Train.jsonl`` record gives its true
+pair (label 1) and one negative (label 0) built from a record with a different label set, swapping
+the image with probability 0.5 and the report otherwise. Evaluation: the pipeline's
 ``I2T_Label_<Split>.jsonl`` / ``T2I_…`` blocks; score = softmax(logits)[matched]; positives are
 candidates with ``is_aligned == [1]`` (same CheXpert label set); MRR, Hit@5, R@5, P@5.
 """
@@ -130,8 +130,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 def training_pairs(
     rows: list[dict[str, Any]], images: list[Path], settings: RetrievalSettings, epoch: int
 ) -> tuple[list[Path], list[str], list[int]]:
-    """One epoch's pairs (formats §2): per record its true pair and one non-matched pair with
-    a record whose label set differs (none when every record shares it); seeded by epoch."""
+    """One epoch's pairs (docs/formats.md §2): per record its true pair and one non-matched pair
+    with a record whose label set differs (none when every record shares it); seeded by epoch."""
     rng = np.random.default_rng([settings.seed, epoch, 7])
     out_images, out_texts, out_labels = [], [], []
     for i, row in enumerate(rows):

@@ -2,7 +2,7 @@
 
 Input: the files of the pipeline's ``vqa`` stage (MEVF ``data_RAD`` layout as JSON). Feature =
 h[CLS] ⊙ h[visual SEP], head MLP hidden → 2·hidden → ReLU → answers, BCE-with-logits against
-the soft target (formats §10), Bi attention. Accuracy = the target score of the arg-max answer,
+the soft target (docs/model.md §8), Bi attention. Accuracy = the target score of the arg-max answer,
 for open, closed and all questions (and the CHEST subset of the test questions).
 
 Table IV's 'ALL' and 'CHEST' rows are two fine-tunings: on every question, and on the chest
@@ -64,7 +64,7 @@ def organ_filter(organs: list[str] | tuple[str, ...]) -> frozenset[str]:
 
 
 def clean_question(question: str) -> str:
-    """Question cleaning of the release (formats §4)."""
+    """Question cleaning of the release (docs/model.md §8)."""
     text = question.lower()
     for suffix in ("? -yes/no", "? -open", "? - open"):
         text = text.replace(suffix, "")

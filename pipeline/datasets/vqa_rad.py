@@ -1,6 +1,6 @@
 """VQA-RAD adapter and the demo's synthetic VQA set, both written in the MEVF ``data_RAD`` layout.
 
-MedViLL's VQA loader reads the MEVF files (formats note §4): ``trainset.json``/``testset.json``
+MedViLL's VQA loader reads the MEVF files (docs/formats.md §4): ``trainset.json``/``testset.json``
 (lists of ``qid, image_name, image_organ, question, answer, answer_type, question_type,
 phrase_type``) plus a pickled answer vocabulary and targets. We write the same content as JSON
 (never pickles) under ``<interim>/vqa/``:

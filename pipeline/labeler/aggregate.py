@@ -1,4 +1,4 @@
-"""Mention labels -> the 14 CheXpert values, and the original's CSV layout (SPEC §5-6).
+"""Mention labels -> the 14 CheXpert values, and the original's CSV layout (docs/labeler.md §5-6).
 
 The resolution table is the original's, including its asymmetries (negated + uncertain gives
 uncertain; No Finding is only ever 1 or blank; "chf"/"heart failure" add an uncertain

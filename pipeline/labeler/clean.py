@@ -1,4 +1,4 @@
-"""Report cleaning, optional section extraction and sentence splitting (SPEC §1.2-1.4).
+"""Report cleaning, optional section extraction and sentence splitting (docs/labeler.md §1.2-1.4).
 
 Cleaning must be byte-faithful: mention regexes and the sentence short-cut run on the cleaned
 text, so any difference here changes labels.
@@ -27,7 +27,7 @@ _EMPTY_SENTENCE = re.compile(r"\.\s+\.")
 _PUNCT_SPACE = str.maketrans({".": ". ", ",": ", "})
 _PRINTABLE = frozenset(string.printable)
 
-#: NegBio's section-title regex (SPEC §1.3); IGNORECASE | MULTILINE, scanned unanchored.
+#: NegBio's section-title regex (docs/labeler.md §1.3); IGNORECASE | MULTILINE, scanned unanchored.
 SECTION_TITLES = re.compile(
     r"("
     r"ABDOMEN AND PELVIS|CLINICAL HISTORY|CLINICAL INDICATION|COMPARISON|COMPARISON STUDY DATE"

@@ -1,4 +1,4 @@
-"""The three-phase negation/uncertainty detector (SPEC §4.2).
+"""The three-phase negation/uncertainty detector (docs/labeler.md §4.2).
 
 Order and vetoes follow chexpert-labeler's ``ModifiedDetector`` exactly, because the rule files
 were written against it: pre-negation uncertainty first ("cannot exclude X" must not become a

@@ -1,4 +1,4 @@
-"""Mention extraction: phrase regexes with unmention filtering (SPEC §2.3).
+"""Mention extraction: phrase regexes with unmention filtering (docs/labeler.md §2.3).
 
 Kept faithful to the original on purpose: no word boundaries (``tube`` fires inside
 ``tuberculosis``), every match is its own mention, overlaps and duplicates are kept, and a

@@ -1,4 +1,4 @@
-"""Our own parser and matcher for NegBio's "ngrex" pattern language (SPEC §4.1).
+"""Our own parser and matcher for NegBio's "ngrex" pattern language (docs/labeler.md §4.1).
 
 Grammar (whitespace is ignored)::
 

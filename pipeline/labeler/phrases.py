@@ -1,9 +1,9 @@
 """Load the CheXpert mention / unmention phrase lists shipped under ``data/phrases``.
 
 The files are the original chexpert-labeler files, unchanged (MIT, see ``data/LICENSE``). Their
-semantics are reproduced exactly (SPEC §2.1-2.2) because every label depends on them: each line
-is an *unescaped, unanchored* Python regex, ``_`` stands for a space, and the Cardiomegaly /
-Enlarged Cardiomediastinum unmentions are generated in code — including the double-space quirk
+semantics are reproduced exactly (docs/labeler.md §2.1-2.2) because every label depends on them:
+each line is an *unescaped, unanchored* Python regex, ``_`` stands for a space, and the Cardiomegaly
+/ Enlarged Cardiomediastinum unmentions are generated in code — including the double-space quirk
 that makes the generated `` mediastinum`` unmentions unmatchable.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 #: Where the shipped data files live (package data ``pipeline.labeler/data/**``).
 DATA_DIR = Path(str(resources.files("pipeline.labeler") / "data"))
 
-#: The 12 positional prefixes of the generated unmentions (SPEC §2.2).
+#: The 12 positional prefixes of the generated unmentions (docs/labeler.md §2.2).
 POSITIONAL_PREFIXES: tuple[str, ...] = tuple(
     base + side
     for base in ("over the", "overly the", "in the")
@@ -55,7 +55,7 @@ def generate_unmentions(mentions: dict[str, list[str]]) -> dict[str, list[str]]:
 
     They *replace* any file list for those two observations. The EC mention ``" mediastinum"``
     keeps its leading space, so its unmentions contain a double space and never match
-    whitespace-normalised text (bug-for-bug, SPEC §2.2).
+    whitespace-normalised text (bug-for-bug, docs/labeler.md §2.2).
     """
     generated: dict[str, list[str]] = {}
     cardio = [

@@ -1,4 +1,4 @@
-"""NegBio's graph propagator (SPEC §3.3): extra edges that let the rules see through
+"""NegBio's graph propagator (docs/labeler.md §3.3): extra edges that let the rules see through
 appositions, noun conjunctions and a few known parse errors.
 
 At most two rounds, stopping early when a round adds nothing. Each round reads a snapshot of

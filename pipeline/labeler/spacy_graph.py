@@ -2,8 +2,8 @@
 
 The rule files were written against BLLIP + CoreNLP 3.5.2 "UD v1 CCprocessed" graphs, which
 cannot be produced offline. spaCy's English models use ClearNLP labels instead, so
-:func:`convert` rewrites a spaCy parse into the structures the rules look for (SPEC §3.2,
-§12.3). Every rewrite exists because some rule depends on it:
+:func:`convert` rewrites a spaCy parse into the structures the rules look for (docs/labeler.md
+§3.2). Every rewrite exists because some rule depends on it:
 
 * ``no`` (det) and ``not`` -> ``neg`` (the generic negation rules);
 * ``prep(H,P) + pobj(P,X)`` -> ``nmod:<p>(H,X) + case(X,P)`` ("no evidence *of* X",

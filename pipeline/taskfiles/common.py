@@ -19,8 +19,8 @@ from pipeline.records import CHEXPERT_LABELS
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 #: Capitalised split names used in MedViLL file names (``Train.jsonl``, ``I2T_Label_Valid.jsonl``).
 FILE_SPLIT: dict[str, str] = {"train": "Train", "valid": "Valid", "test": "Test"}
-#: The two JSONL dialects of the original release (§1): MIMIC has a ``split`` key and writes an
-#: empty label set as ``""``; Open-I has no ``split`` key and writes it as ``"''"``.
+#: The two JSONL dialects of the original release (docs/formats.md §1): MIMIC has a ``split`` key
+#: and writes an empty label set as ``""``; Open-I has no ``split`` key and writes it as ``"''"``.
 STYLES: tuple[str, ...] = ("mimic", "openi")
 
 LabelSet = frozenset[str]
@@ -68,7 +68,7 @@ def positive_labels(values: Sequence[float | None]) -> LabelSet | None:
 def format_label(labels: Iterable[str], style: str) -> str:
     """The MedViLL label string: quoted names, sorted alphabetically, joined by ``", "``.
 
-    An empty set is ``""`` in the MIMIC style and ``"''"`` in the Open-I style (§1).
+    An empty set is ``""`` in the MIMIC style and ``"''"`` in the Open-I style (docs/formats.md §1).
     """
     if style not in STYLES:
         raise ValueError(f"unknown task-file style '{style}'; choose one of {', '.join(STYLES)}")
@@ -85,7 +85,7 @@ def parse_label(label: str) -> LabelSet:
     """Parse a label string back into a set: split on commas, strip spaces and quotes.
 
     Accepts both empty conventions (``""`` and ``"''"``) and unsorted strings, as the
-    formats note recommends for reading the original Open-I files.
+    docs/formats.md §1 recommends for reading the original Open-I files.
     """
     names = (part.strip().strip("'\"").strip() for part in label.split(","))
     return frozenset(name for name in names if name)

@@ -1,4 +1,4 @@
-"""IRM negatives (formats note §3): for each training record, K reports with another label set.
+"""IRM negatives (docs/formats.md §3): for each training record, K reports with another label set.
 
 The original drew a random report up to 300 times until the fuzzy string ratio of the two
 label strings was not 100. We precompute instead, per distinct label set, the pool of records

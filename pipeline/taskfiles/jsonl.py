@@ -1,4 +1,4 @@
-"""Report/image JSONL (``Train.jsonl``, ``Valid.jsonl``, ``Test.jsonl``), formats note §1.
+"""Report/image JSONL (``Train.jsonl``, ``Valid.jsonl``, ``Test.jsonl``), docs/formats.md §1.
 
 The original loaders unpack ``dict.keys()`` by position, so lines are written with
 ``json.dumps`` *without* ``sort_keys`` and with the keys in the fixed order below; the

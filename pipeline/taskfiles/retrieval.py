@@ -1,4 +1,4 @@
-"""Retrieval evaluation blocks ``I2T_Label_{Valid,Test}.jsonl`` / ``T2I_…`` (formats note §2).
+"""Retrieval evaluation blocks ``I2T_Label_{Valid,Test}.jsonl`` / ``T2I_…`` (docs/formats.md §2).
 
 Each query gets one block of consecutive lines: the true pair plus candidates drawn without
 replacement from the other labelled records of the same split, in a seeded random order (so

@@ -1,4 +1,4 @@
-"""The pairs stage: every task file is read back and checked against the formats note."""
+"""The pairs stage: every task file is read back and checked against docs/formats.md."""
 
 from __future__ import annotations
 

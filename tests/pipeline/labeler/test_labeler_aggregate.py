@@ -1,4 +1,4 @@
-"""Aggregation table and CSV layout (SPEC §5-6)."""
+"""Aggregation table and CSV layout (docs/labeler.md §5-6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shipped data, cleaning, section extraction and sentence splitting (SPEC §1-2.2)."""
+"""Shipped data, cleaning, section extraction and sentence splitting (docs/labeler.md §1-2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""(a) Propagator and three-phase detector on hand-built graphs (SPEC §3.3, §4.2)."""
+"""(a) Propagator and three-phase detector on hand-built graphs (docs/labeler.md §3.3, §4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mention extraction with the original's regex semantics and quirks (SPEC §2.3)."""
+"""Mention extraction with the original's regex semantics and quirks (docs/labeler.md §2.3)."""
 
 from __future__ import annotations
 

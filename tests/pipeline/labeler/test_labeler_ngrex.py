@@ -1,4 +1,4 @@
-"""(a) The ngrex pattern parser and matcher on hand-built graphs (SPEC §4.1)."""
+"""(a) The ngrex pattern parser and matcher on hand-built graphs (docs/labeler.md §4.1)."""
 
 from __future__ import annotations
 
