@@ -1,12 +1,17 @@
-"""Build the embedded demo dataset ``data/sample/`` from the shared, licensed source files.
+"""Build the embedded demo dataset ``data/sample/`` from a folder of licensed source files.
 
 The demo is the one dataset every stage can run on without credentials, so this script is its
 single source of truth: which real image goes into which demo study and patient, which report
 text each study gets, and the synthetic reports written for the NIH images from their labels.
 Running it again gives byte-identical files (sorted iteration, fixed texts, no timestamps).
 
-    python scripts/build_sample.py          # (re)write data/sample/{images,reports,manifest.csv}
-    python scripts/build_sample.py --check  # exit 1 if data/sample differs from a fresh build
+    python scripts/build_sample.py --sources DIR          # (re)write data/sample/{images,…}
+    python scripts/build_sample.py --sources DIR --check  # exit 1 if data/sample differs
+
+``DIR`` holds the original downloads (``SOURCES.md`` plus ``images/…`` and ``reports/…`` at the
+paths given below); ``$MEDVILL_SAMPLE_SOURCES`` may name it instead of ``--sources``. It is not
+part of the repository: the demo's committed files are the result, and ``data/sample/SOURCES.md``
+records where each one came from.
 
 ``README.md``, ``SOURCES.md`` and ``LICENSES/`` in ``data/sample`` are written by hand (they
 carry the attributions) and are not touched here.
@@ -36,6 +41,7 @@ import argparse
 import csv
 import filecmp
 import io
+import os
 import shutil
 import sys
 import tempfile
@@ -43,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCES = ROOT.parent / "shared" / "data"
+#: Environment variable naming the source folder when ``--sources`` is not given.
+SOURCES_ENV = "MEDVILL_SAMPLE_SOURCES"
 DEFAULT_OUT = ROOT / "data" / "sample"
 
 MANIFEST_COLUMNS = (
@@ -67,7 +74,7 @@ class Image:
     """One demo image: where it comes from and which demo study it belongs to."""
 
     study_id: str
-    source_path: str  # relative to the shared data folder; copied to data/sample/<same path>
+    source_path: str  # relative to the sources folder; copied to data/sample/<same path>
     view: str  # "" for DICOM: the adapter reads ViewPosition from the header
     source: str
     source_patient_id: str
@@ -82,7 +89,7 @@ class Study:
     date: str
     report_source: str  # "synthetic" or a description of the real text's origin
     text: str = ""  # synthetic report text (or "" when the report comes from a file)
-    source_file: str = ""  # real report file, relative to the shared data folder
+    source_file: str = ""  # real report file, relative to the sources folder
     chexpert_row: int = -1  # row of chexpert_labeler_sample_reports.csv (0-based)
     encoding: str = "utf-8"
 
@@ -546,12 +553,21 @@ def differences(left: Path, right: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="shared data folder")
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        default=None,
+        help=f"folder of original source files (default: ${SOURCES_ENV})",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="demo dataset folder")
     parser.add_argument(
         "--check", action="store_true", help="compare a fresh build with --out; write nothing"
     )
     args = parser.parse_args(argv)
+    if args.sources is None:
+        if not os.environ.get(SOURCES_ENV):
+            parser.error(f"--sources is required (or set {SOURCES_ENV})")
+        args.sources = Path(os.environ[SOURCES_ENV])
     if not (args.sources / "SOURCES.md").is_file():
         print(f"error: {args.sources}/SOURCES.md not found; pass --sources", file=sys.stderr)
         return 2

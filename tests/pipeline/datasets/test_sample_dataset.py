@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pipeline.datasets.sample import read_dataset
 from pipeline.splits import assign_split
 from tests.pipeline.datasets.trees import REPO, SAMPLE, ingest, reject_map
 
-SHARED = REPO.parent / "shared" / "data"
+#: Folder of the original source files the demo is built from (not part of the repository).
+SOURCES_ENV = "MEDVILL_SAMPLE_SOURCES"
+BUILD_SCRIPT = REPO / "scripts" / "build_sample.py"
 DUPLICATE_DICOM = "dicom_1-2-276-0-7230010-3-1-4-8323329-6904-1517875201-850819"
 TWO_STUDY_PATIENTS = {"P001", "P002", "P003", "P004", "P005", "P014", "P015", "P016"}
 
@@ -192,13 +195,30 @@ def test_manifest_without_a_required_column_names_file_and_column(tmp_path: Path
 
 
 @pytest.mark.skipif(
-    not (SHARED / "SOURCES.md").is_file(), reason="shared source files not in this checkout"
+    not os.environ.get(SOURCES_ENV),
+    reason=f"{SOURCES_ENV} is not set: it names the folder of original source files "
+    "(SOURCES.md, images/, reports/) that scripts/build_sample.py rebuilds data/sample from",
 )
 def test_build_script_reproduces_the_committed_demo() -> None:
+    sources = Path(os.environ[SOURCES_ENV])
+    assert (sources / "SOURCES.md").is_file(), f"{SOURCES_ENV}={sources} has no SOURCES.md"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_sample.py"), "--check"],
+        [sys.executable, str(BUILD_SCRIPT), "--check", "--sources", str(sources)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_build_script_without_sources_names_the_option_and_the_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if k != SOURCES_ENV}
+    result = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert f"--sources is required (or set {SOURCES_ENV})" in result.stderr
