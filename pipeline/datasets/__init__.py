@@ -8,6 +8,7 @@ exist on disk, and the view filter. Each produces a reject row naming the file.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,15 @@ import pandas as pd
 
 from pipeline.datasets.common import AdapterResult, LayoutError
 from pipeline.params import DatasetPaths, dataset_entries
+from pipeline.rawfiles import UNREADABLE, RawInputError, resolve_under
 from pipeline.records import INGEST_COLUMNS
 from pipeline.stage import StageRun
 
 ADAPTERS = ("sample", "mimic_cxr", "openi")
+#: File name suffixes counted as images when looking for files the metadata never lists.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
+#: How many unlisted image paths stats.json shows as examples.
+UNLISTED_EXAMPLES = 5
 
 __all__ = ["ADAPTERS", "LayoutError", "read_adapter", "run_stage"]
 
@@ -33,6 +39,42 @@ def read_adapter(adapter: str, raw: Path, params: dict[str, Any]) -> AdapterResu
         raise LayoutError(f"raw dataset root not found: {raw}")
     module = importlib.import_module(f"pipeline.datasets.{adapter}")
     return module.read_dataset(raw, params)
+
+
+def image_problem(raw: Path, image_path: str) -> tuple[str, str] | None:
+    """``(code, reason)`` when a record's image cannot be used, else None.
+
+    The path must stay inside the raw root (symlinks too) and be a regular file; a folder or
+    FIFO at the path is named as such rather than reported as missing.
+    """
+    try:
+        path = resolve_under(raw, image_path)
+    except RawInputError as error:
+        return error.code, f"{raw / image_path}: {error.message}"
+    if path.is_file():
+        return None
+    if path.exists():
+        kind = "a folder" if path.is_dir() else "not a regular file (FIFO, socket or device)"
+        return UNREADABLE, f"{path}: cannot read: {kind}"
+    return "image_missing", f"{path}: image file not found"
+
+
+def unlisted_images(raw: Path, listed: set[str]) -> list[str]:
+    """Image files under ``raw`` that no metadata row names (relative POSIX paths, sorted).
+
+    A user who copied 1,000 JPGs next to a manifest that lists 40 should see that 960 were
+    never used. Symlinked folders are not followed (they may lead outside the root).
+    """
+    listed = {os.path.normpath(path) for path in listed}
+    found = []
+    for folder, dirs, files in os.walk(raw):
+        dirs.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                relative = (Path(folder) / name).relative_to(raw).as_posix()
+                if os.path.normpath(relative) not in listed:
+                    found.append(relative)
+    return sorted(found)
 
 
 def dataset_views(params: dict[str, Any], name: str) -> list[str]:
@@ -65,8 +107,9 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
             )
             continue
         seen[image_id] = image_path
-        if not (paths.raw / image_path).is_file():
-            run.reject(image_id, "image_missing", f"{paths.raw / image_path}: image file not found")
+        problem = image_problem(paths.raw, image_path)
+        if problem is not None:
+            run.reject(image_id, *problem)
             continue
         if views and record["view"].upper() not in views:
             run.reject(
@@ -78,9 +121,13 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
             continue
         kept.append({column: record[column] for column in INGEST_COLUMNS} | {"dataset": paths.name})
 
+    listed = {r["image_path"] for r in result.records} | result.listed_paths
+    unlisted = unlisted_images(paths.raw, listed)
     frame = pd.DataFrame(kept, columns=list(INGEST_COLUMNS))
     frame = frame.astype({c: "string" for c in INGEST_COLUMNS if c != "synthetic_report"})
     frame["synthetic_report"] = frame["synthetic_report"].astype(bool)
     run.extra["views"] = sorted(views)
     run.extra["synthetic_reports"] = int(frame["synthetic_report"].sum())
+    run.extra["unlisted_files"] = len(unlisted)
+    run.extra["unlisted_examples"] = unlisted[:UNLISTED_EXAMPLES]
     return run.finish(frame)

@@ -26,6 +26,8 @@ study (``report_missing``), since a report-less image cannot be a vision-languag
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,11 @@ import pandas as pd
 
 from pipeline.datasets.common import (
     AdapterResult,
-    decode_report,
     extra_json,
+    read_report,
     require_file,
 )
+from pipeline.rawfiles import RawInputError, check_id_component, os_reason
 from pipeline.records import Reject
 
 DATASET = "mimic_cxr"
@@ -73,17 +76,51 @@ def find_table(raw: Path, name: str) -> Path:
 
 
 def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A PhysioNet CSV as strings (ids keep their digits exactly; blanks become "")."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A PhysioNet CSV as strings (ids keep their digits exactly; blanks become "").
+
+    A table that cannot be read whole (truncated or fake gzip, empty file, binary junk,
+    missing columns) raises ValueError naming the file and the problem: a run on half a
+    metadata table would silently drop records.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{path}: the table is empty (no header row)") from error
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(
+            f"{path}: corrupt or truncated gzip data ({error or type(error).__name__})"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start}); "
+            "is it compressed without a .gz name?"
+        ) from error
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path}: malformed CSV ({error})") from error
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read: {os_reason(error)}") from error
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected layout: {LAYOUT}")
+        raise ValueError(
+            f"{path}: missing column(s) {missing} (found {list(frame.columns)}); "
+            f"expected layout: {LAYOUT}"
+        )
     return frame
 
 
 def study_dir(subject_id: str, study_id: str) -> str:
     """``files/pXX/p<subject>/s<study>`` relative to the root (XX = first two subject digits)."""
     return f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}"
+
+
+def _load_report(raw: Path, relative: str) -> tuple[str, str | None] | RawInputError | None:
+    """A study's report text and encoding note, None when missing, or why it is unusable."""
+    try:
+        return read_report(raw, relative)
+    except FileNotFoundError:
+        return None
+    except RawInputError as error:
+        return error
 
 
 def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
@@ -101,6 +138,13 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
     for row in rows:
         dicom_id = row["dicom_id"].strip()
         subject_id, study_id = row["subject_id"].strip(), row["study_id"].strip()
+        try:
+            check_id_component(dicom_id, "dicom_id")
+        except RawInputError as error:
+            result.rejects.append(
+                Reject(dicom_id, "ingest", error.code, f"{raw / METADATA}: {error.message}")
+            )
+            continue
         if not (dicom_id and subject_id.isdigit() and study_id.isdigit()):
             result.rejects.append(
                 Reject(
@@ -116,11 +160,13 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
         folder = study_dir(subject_id, study_id)
         report_rel = f"{folder}.txt"
         if report_rel not in reports:
-            report_path = raw / report_rel
-            reports[report_rel] = (
-                decode_report(report_path.read_bytes()) if report_path.is_file() else None
-            )
+            reports[report_rel] = _load_report(raw, report_rel)
         report = reports[report_rel]
+        if isinstance(report, RawInputError):
+            result.rejects.append(
+                Reject(dicom_id, "ingest", report.code, f"{report.message} (image {dicom_id})")
+            )
+            continue
         if report is None:
             result.rejects.append(
                 Reject(

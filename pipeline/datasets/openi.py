@@ -34,6 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.datasets.common import AdapterResult, LayoutError, decode_report, extra_json
+from pipeline.rawfiles import (
+    RawInputError,
+    check_id_component,
+    read_regular_file,
+    resolve_under,
+)
 from pipeline.records import Reject
 
 DATASET = "openi"
@@ -60,7 +66,10 @@ def parse_xml(data: bytes) -> tuple[ET.Element, str | None]:
         declared = DECLARED_ENCODING.match(data)
         if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
             raise
-        text, note = decode_report(data)
+        try:
+            text, note = decode_report(data)
+        except RawInputError:
+            note = None
         if note is None:
             raise
         return ET.fromstring(text), note
@@ -98,12 +107,20 @@ def read_report(raw: Path, xml_dir: Path, path: Path) -> tuple[list[dict[str, An
     """The records of one report XML, or a reject naming the file."""
     study_id = path.stem
     try:
-        root, encoding_note = parse_xml(path.read_bytes())
+        resolve_under(raw, path.relative_to(raw).as_posix())
+        root, encoding_note = parse_xml(read_regular_file(path))
+    except RawInputError as error:
+        return [], Reject(study_id, "ingest", error.code, f"{path}: {error.message}")
     except ET.ParseError as error:
         return [], Reject(study_id, "ingest", "unparsable_xml", f"{path}: not valid XML ({error})")
     images = [
         (node.get("id", "").strip(), node) for node in root.iter("parentImage") if node.get("id")
     ]
+    for image_id, _ in images:
+        try:
+            check_id_component(image_id, "parentImage id")
+        except RawInputError as error:
+            return [], Reject(study_id, "ingest", error.code, f"{path}: {error.message}")
     if not images:
         return [], Reject(
             study_id, "ingest", "no_images", f"{path}: report has no parentImage element"

@@ -20,7 +20,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets.common import AdapterResult, decode_report, extra_json, require_file
+from pipeline.datasets.common import AdapterResult, extra_json, read_report, require_file
+from pipeline.rawfiles import RawInputError, resolve_under
 from pipeline.records import Reject
 
 DATASET = "sample"
@@ -56,13 +57,35 @@ def dicom_view(path: Path) -> tuple[str, str]:
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """Manifest rows as strings; a missing required column names the file and the columns."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; expected layout: {LAYOUT}")
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                found = f"found {columns}" if columns else "the file is empty"
+                raise ValueError(
+                    f"{path}: missing column(s) {missing} ({found}); expected layout: {LAYOUT}"
+                )
+            return [
+                {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
+            ]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start})"
+        ) from error
+    except csv.Error as error:
+        raise ValueError(f"{path}: malformed CSV: {error}") from error
+
+
+def _load_report(raw: Path, relative: str) -> tuple[str, str | None] | RawInputError | None:
+    """A report's text and encoding note, None when missing, or the error that rejects it."""
+    try:
+        return read_report(raw, relative)
+    except FileNotFoundError:
+        return None
+    except RawInputError as error:
+        return error
 
 
 def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
@@ -89,14 +112,20 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
                     f"synthetic={row['synthetic']!r}, split={row.get('split', '')!r})",
                 )
             )
+            result.listed_paths.add(row["image"])
             continue
         report_path = raw / row["report"]
         if row["report"] not in reports:
-            reports[row["report"]] = (
-                decode_report(report_path.read_bytes()) if report_path.is_file() else None
-            )
+            reports[row["report"]] = _load_report(raw, row["report"])
         report = reports[row["report"]]
+        if isinstance(report, RawInputError):
+            result.rejects.append(
+                Reject(image_id, "ingest", report.code, f"{report.message} ({where})")
+            )
+            result.listed_paths.add(row["image"])
+            continue
         if report is None:
+            result.listed_paths.add(row["image"])
             result.rejects.append(
                 Reject(
                     image_id,
@@ -106,11 +135,17 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
                 )
             )
             continue
+        try:
+            image_path = resolve_under(raw, row["image"])
+        except RawInputError as error:
+            result.rejects.append(
+                Reject(image_id, "ingest", error.code, f"{error.message} ({where})")
+            )
+            continue
         text, encoding_note = report
         extra: dict[str, Any] = {c: row[c] for c in EXTRA_COLUMNS if row.get(c)}
         extra["report_file"] = Path(row["report"]).as_posix()
         view = row["view"].upper()
-        image_path = raw / row["image"]
         if not view and image_path.suffix.lower() == ".dcm" and image_path.is_file():
             view, extra["view_source"] = dicom_view(image_path)
         if encoding_note:
