@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.imaging.decode import Decoded, ImageError, decode_image, to_uint8
+from pipeline.imaging.decode import (
+    DEFAULT_MAX_PIXELS,
+    Decoded,
+    ImageError,
+    decode_image,
+    to_uint8,
+)
 from pipeline.imaging.margins import Box, MarginParams, detect_margins
 from pipeline.imaging.montage import MontageItem, render_montage
 from pipeline.imaging.resize import (
@@ -38,6 +44,7 @@ from pipeline.imaging.resize import (
 )
 from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
+from pipeline.rawfiles import RawInputError, read_regular_file, resolve_under
 from pipeline.records import INGEST_COLUMNS, atomic_write_bytes, read_parquet, require_columns
 from pipeline.stage import StageRun
 
@@ -83,6 +90,7 @@ class ImageSettings:
     fast_decode: bool = True
     decode_oversample: float = 1.2
     montage_count: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ImageSettings:
@@ -112,6 +120,8 @@ class ImageSettings:
             problems.append(
                 f"images.output_size={self.output_size} (≥16) / min_side={self.min_side} (≥1)"
             )
+        if self.max_pixels < 1:
+            problems.append(f"images.max_pixels={self.max_pixels} (≥1)")
         if self.decode_oversample < 1.0:
             problems.append(f"images.decode_oversample={self.decode_oversample} (≥1)")
         if not 0.0 <= self.margin.max_fraction < 0.5:
@@ -142,7 +152,11 @@ class Prepared:
 def prepare(data: bytes, settings: ImageSettings) -> Prepared:
     """Decode → 8-bit grey → margins → crop/resize/pad. Raises ImageError for bad input."""
     decoded = decode_image(
-        data, settings.output_size, settings.fast_decode, settings.decode_oversample
+        data,
+        settings.output_size,
+        settings.fast_decode,
+        settings.decode_oversample,
+        settings.max_pixels,
     )
     if min(decoded.width, decoded.height) < settings.min_side:
         raise ImageError(
@@ -194,17 +208,16 @@ class Outcome:
 
 
 def read_source(path: Path) -> bytes:
-    """The source file's bytes; unreadable paths become ImageError with the OS reason."""
+    """The source file's bytes; unreadable paths become ImageError with the OS reason.
+
+    Only regular files are opened: a FIFO at the path would block the worker forever.
+    """
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError as error:
         raise ImageError("unreadable_path", "file not found") from error
-    except IsADirectoryError as error:
-        raise ImageError("unreadable_path", "path is a directory, not an image file") from error
-    except PermissionError as error:
-        raise ImageError("unreadable_path", "permission denied") from error
-    except OSError as error:
-        raise ImageError("unreadable_path", f"cannot read file: {error.strerror}") from error
+    except RawInputError as error:
+        raise ImageError(error.code, error.message) from error
 
 
 def process_one(task: Task) -> Outcome:
@@ -276,6 +289,11 @@ def _tasks(
             run.reject(image_id, "duplicate_image_id", f"{source}: image id {image_id} repeated")
             continue
         seen.add(image_id)
+        try:  # ingest checked this too; the raw root or a link may have changed since
+            resolve_under(paths.raw, str(image_path))
+        except RawInputError as error:
+            run.reject(image_id, error.code, f"{source}: {error.message}")
+            continue
         name = names[image_id]
         montage = len(tasks) < settings.montage_count
         tasks.append(

@@ -84,20 +84,54 @@ def reduction_for(width: int, height: int, target: int, oversample: float) -> in
     return 1
 
 
-def decode_image(data: bytes, target: int, fast: bool, oversample: float = 1.2) -> Decoded:
-    """Decode ``data`` to grey; JPEGs at a reduced scale when ``fast`` and large enough."""
+#: Default pixel limit (``images.max_pixels``): 16,384 × 16,384, above the largest digital
+#: radiographs (about 4,300 × 4,300 detectors; scanned films up to ~7,000 × 8,500).
+DEFAULT_MAX_PIXELS = 16_384 * 16_384
+
+
+def decode_image(
+    data: bytes,
+    target: int,
+    fast: bool,
+    oversample: float = 1.2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    """Decode ``data`` to grey; JPEGs at a reduced scale when ``fast`` and large enough.
+
+    The size in the header is checked against ``max_pixels`` before any pixel is decoded: a
+    decompression bomb (a few kB claiming 30,000 × 30,000) is an ``image_too_large`` reject,
+    not gigabytes of memory.
+    """
     if not data:
         raise ImageError("empty_file", "file is empty (0 bytes)")
     kind = sniff_format(data)
     if kind == "dicom":
-        return _decode_dicom(data)
-    return _decode_pillow(data, kind, target if fast else 0, oversample)
+        return _decode_dicom(data, max_pixels)
+    return _decode_pillow(data, kind, target if fast else 0, oversample, max_pixels)
 
 
-def _open_pillow(data: bytes, kind: str) -> Image.Image:
-    """Open lazily (header only); a known signature with an unreadable header is corrupt."""
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Raise ImageError(``image_too_large``) when the header's size exceeds the limit."""
+    if width * height > max_pixels:
+        raise ImageError(
+            "image_too_large",
+            f"header claims {width}×{height} = {width * height:,} pixels, over "
+            f"images.max_pixels={max_pixels:,}; not decoded (decompression-bomb guard)",
+        )
+
+
+def _open_pillow(data: bytes, kind: str, max_pixels: int) -> Image.Image:
+    """Open lazily (header only); a known signature with an unreadable header is corrupt.
+
+    Pillow's own bomb check (a process-wide limit of ~89 Mpx that raises above twice that)
+    is replaced by ``max_pixels`` for this call, so the limit is the documented param.
+    """
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
-        return Image.open(io.BytesIO(data))
+        Image.MAX_IMAGE_PIXELS = None
+        image = Image.open(io.BytesIO(data))
+        check_pixels(*image.size, max_pixels)
+        return image
     except UnidentifiedImageError as error:
         if kind != "other":
             raise ImageError("corrupt_image", f"{kind} signature but unreadable header") from error
@@ -107,11 +141,15 @@ def _open_pillow(data: bytes, kind: str) -> Image.Image:
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError("corrupt_image", f"cannot read image header: {error}") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def _decode_pillow(data: bytes, kind: str, target: int, oversample: float) -> Decoded:
+def _decode_pillow(
+    data: bytes, kind: str, target: int, oversample: float, max_pixels: int
+) -> Decoded:
     """JPEG/PNG/other via Pillow; ``target`` 0 disables reduced-scale decoding."""
-    image = _open_pillow(data, kind)
+    image = _open_pillow(data, kind, max_pixels)
     width, height = image.size
     mode, fmt = image.mode, (image.format or kind).lower()
     bit_depth = _bit_depth(image, data, kind)
@@ -122,12 +160,16 @@ def _decode_pillow(data: bytes, kind: str, target: int, oversample: float) -> De
             # draft picks the largest reduction r with size // request >= r: ask for the floor
             image.draft("L", (max(1, width // scale), max(1, height // scale)))
             scale = _actual_scale(width, height, image.size)
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = None  # the header was checked against max_pixels on open
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         raise ImageError("corrupt_image", f"cannot decode {fmt} data: {error}") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     return Decoded(_grey(image), width, height, scale, fmt, mode, bit_depth)
 
 
@@ -179,7 +221,7 @@ def stretch_to_uint16(
     return np.rint(scaled).astype(np.uint16)
 
 
-def _decode_dicom(data: bytes) -> Decoded:
+def _decode_dicom(data: bytes, max_pixels: int) -> Decoded:
     """DICOM: modality LUT, then VOI LUT/window, then MONOCHROME1 inversion."""
     try:
         import pydicom
@@ -194,6 +236,7 @@ def _decode_dicom(data: bytes) -> Decoded:
         raise ImageError("corrupt_image", f"cannot parse DICOM header: {error}") from error
     if "PixelData" not in ds:
         raise ImageError("corrupt_image", "DICOM file has no PixelData element")
+    check_pixels(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max_pixels)
     syntax = ds.file_meta.get("TransferSyntaxUID")
     syntax_name = getattr(syntax, "name", str(syntax))
     try:

@@ -498,7 +498,7 @@ BAD_INPUTS: dict[str, tuple[str, str] | None] = {
     "not_an_image": ("unsupported_format", "not a recognised image format"),
     "zero_bytes": ("empty_file", "file is empty (0 bytes)"),
     "missing": ("unreadable_path", "file not found"),
-    "a_directory": ("unreadable_path", "path is a directory"),
+    "a_directory": ("unreadable_path", "cannot read: Is a directory"),
     "tiny": ("too_small", "image is 40×90 px, under images.min_side=64"),
     "blank": ("blank_image", "every pixel has grey level 0"),
     "dicom_mpeg2": ("dicom_unsupported", "MPEG2"),
