@@ -8,6 +8,7 @@ killed half way leaves either the old output or the new one, never a torn file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -153,8 +154,14 @@ def sample_key(dataset: str, image_id: str) -> str:
     """The WebDataset key of one image-report sample: ``<dataset>_<image_id>``.
 
     WebDataset splits a member name at its first dot into key and extension, so dots (and path
-    separators) in ids are replaced; the mapping is stable, so the IRM negatives file, the shards
-    and the task files all name a sample the same way.
+    separators, spaces, …) in ids are replaced by ``-``. Replacing alone would let two ids meet
+    (``c.1`` and ``c-1`` both give ``c-1``, and WebDataset would merge them into one sample with
+    duplicate members), so an id that needed any replacement also gets the first 10 hex digits
+    of its SHA-256. The key depends on the id alone — the IRM negatives file, the shards and the
+    task files all name a sample the same way whatever other ids exist. Case is kept: keys
+    differing only in case are distinct in a tar and in WebDataset's reader.
     """
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in image_id)
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "-" for ch in image_id)
+    if safe != image_id or not safe:
+        safe = f"{safe}-{hashlib.sha256(image_id.encode('utf-8')).hexdigest()[:10]}"
     return f"{dataset}_{safe}"

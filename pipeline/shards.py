@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import webdataset as wds
 
+from pipeline.outputs import replace_dir, staging_dir
 from pipeline.params import DatasetPaths
 from pipeline.progress import track
 from pipeline.records import (
@@ -119,10 +120,17 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     merged["key"] = [
         sample_key(d, i) for d, i in zip(merged["dataset"], merged["image_id"], strict=True)
     ]
-    merged = merged.sort_values("key", kind="stable").reset_index(drop=True)
+    merged = merged.sort_values(["key", "image_id"], kind="stable").reset_index(drop=True)
+    repeated = merged["key"].duplicated()
+    for image_id, key in zip(
+        merged.loc[repeated, "image_id"], merged.loc[repeated, "key"], strict=True
+    ):
+        run.reject(image_id, "duplicate_key", f"image {image_id}: sample key {key} already used")
+    merged = merged[~repeated].reset_index(drop=True)
 
-    for stale in paths.shards.glob("*/shard-*.tar"):
-        stale.unlink()
+    # built in a fresh folder and swapped in whole: an interrupted run never leaves a mix of
+    # old and new shards (or an index that counts other tars) for a training job to read
+    staging = staging_dir(paths.shards)
     index: dict[str, Any] = {"dataset": paths.name, "splits": {}, "total": 0}
     shard_of_key: dict[str, str] = {}
     image_dir = paths.stage_dir("images")
@@ -133,12 +141,13 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         for number, batch in enumerate(track(batches, len(batches), f"shards {split}")):
             relative = f"{split}/{SHARD_PATTERN.format(index=number)}"
             samples = [encode_sample(row, image_dir) for _, row in batch.iterrows()]
-            write_shard(samples, paths.shards / relative)
+            write_shard(samples, staging / relative)
             shards.append({"file": relative, "samples": len(samples)})
             shard_of_key.update(dict.fromkeys(batch["key"], relative))
         index["splits"][split] = {"shards": shards, "total": len(rows)}
         index["total"] += len(rows)
-    write_json(index, paths.shards / "index.json")
+    write_json(index, staging / "index.json")
+    replace_dir(staging, paths.shards)
 
     manifest = merged[["key", "image_id", "split"]].copy()
     manifest["shard"] = manifest["key"].map(shard_of_key).astype("string")
