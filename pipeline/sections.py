@@ -402,9 +402,31 @@ def choose_text(
         return last_paragraph, "last_paragraph"
     if fallback_full_report:
         full_report = full_report_text(sections)
-        if full_report:
+        if full_report and has_report_prose(sections):
             return full_report, "full_report"
     return "", ""
+
+
+#: Sections that name the examination rather than describe the patient.
+_EXAM_ONLY_SECTIONS = frozenset({"examination", "technique", "comparison"})
+
+
+def has_report_prose(sections: list[Section]) -> bool:
+    """Whether any section says something about the patient.
+
+    A report made of banner and exam lines only (``FINAL REPORT`` / ``EXAMINATION: CHEST
+    (PA)``) has bodies, but training on "FINAL REPORT\n\nCHEST (PA)" would teach the model a
+    normal study with no finding. Exam-only sections (examination, technique, comparison) and
+    a preamble without lower-case letters (``FINAL REPORT``, ``WET READ``) do not count.
+    """
+    for section in sections:
+        body = section.text.strip()
+        if not body or section.name in _EXAM_ONLY_SECTIONS:
+            continue
+        if section.name == "preamble" and not any(ch.islower() for ch in body):
+            continue
+        return True
+    return False
 
 
 def full_report_text(sections: list[Section]) -> str:
@@ -469,6 +491,13 @@ def parse_report(text: str, policy: str, fallback_full_report: bool) -> ParsedRe
         cause = f"report has section headers ({headers}) but no text under any of them"
         return ParsedReport("", "", "", "", sections_json, "headers_only", cause)
     chosen, chosen_section = choose_text(sections, policy, fallback_full_report)
+    if chosen == "" and fallback_full_report and not has_report_prose(sections):
+        headers = ", ".join(raw for raw, _, _ in _find_headers(normalize_newlines(text)))
+        cause = (
+            f"report holds only banner and examination lines (headers: {headers}), "
+            "no text about the patient"
+        )
+        return ParsedReport("", "", "", "", sections_json, "headers_only", cause)
     if chosen == "":
         if [s.name for s in sections] == ["full report"]:
             found = "report has no section header"
