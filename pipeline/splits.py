@@ -22,7 +22,7 @@ from pipeline.stage import StageRun
 SPLITS = ("train", "valid", "test")
 
 
-class SplitLeakError(RuntimeError):
+class SplitLeakError(ValueError):
     """A patient appears in more than one split."""
 
 
