@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from pipeline.datasets.common import LayoutError
+from pipeline.outputs import check_writable, run_owned
 from pipeline.parallel import default_workers
 from pipeline.params import DEFAULT_PARAMS, dataset_entries, dataset_paths, load_params
+from pipeline.params_schema import validate_params
 
 #: Stage name → module with ``run_stage(paths, params, workers) -> stats``, in pipeline order.
 STAGES: dict[str, str] = {
@@ -109,7 +111,9 @@ def run_stages(
         entries = dataset_entries(params)
         entries[dataset] = {**entries.get(dataset, {}), "adapter": adapter, "raw": str(raw or "")}
         params = {**params, "datasets": entries}
+    validate_params(params, params_path)
     paths = dataset_paths(params, dataset, raw=raw, out=out)
+    check_writable(paths.interim)
     if paths.adapter == VQA_ONLY_ADAPTER:
         stages = [s for s in stages if s == "vqa"]
         if not stages:
@@ -120,7 +124,7 @@ def run_stages(
     results = []
     for stage in stages:
         module = importlib.import_module(STAGES[stage])
-        stats = module.run_stage(paths, params, n_workers)
+        stats = run_owned(stage, module.run_stage, paths, params, n_workers)
         results.append(stats)
         console.print(
             f"[bold green]{stage}[/] {dataset}: {stats['in']} in → {stats['out']} out, "

@@ -15,15 +15,28 @@ import yaml
 DEFAULT_PARAMS = Path("params.yaml")
 
 
+class ParamsError(ValueError):
+    """params.yaml cannot be read or holds invalid values; the message names file and key."""
+
+
 def load_params(path: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The parsed params file; a YAML syntax error names the file, line and column."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: run medvill-prep from the project root or pass --params."
         )
-    with path.open(encoding="utf-8") as handle:
-        params = yaml.safe_load(handle) or {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            params = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else f"{path}"
+        problem = getattr(error, "problem", None) or str(error)
+        raise ParamsError(f"{where}: YAML syntax error: {problem}") from error
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {error.start})") from error
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ParamsError(f"{path}: expected a mapping at the top level")
     return params
 
 
