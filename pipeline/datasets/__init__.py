@@ -63,9 +63,16 @@ def unlisted_images(raw: Path, listed: set[str]) -> list[str]:
     """Image files under ``raw`` that no metadata row names (relative POSIX paths, sorted).
 
     A user who copied 1,000 JPGs next to a manifest that lists 40 should see that 960 were
-    never used. Symlinked folders are not followed (they may lead outside the root).
+    never used. Symlinked folders are not followed (they may lead outside the root); a file
+    that a listed symlink inside the root points to counts as listed.
     """
     listed = {os.path.normpath(path) for path in listed}
+    real_root = raw.resolve()
+    for path in list(listed):  # an image reached through a symlink inside the root is used
+        if (raw / path).is_symlink():
+            target = (raw / path).resolve()
+            if target.is_relative_to(real_root):
+                listed.add(os.path.normpath(target.relative_to(real_root)))
     found = []
     for folder, dirs, files in os.walk(raw):
         dirs.sort()

@@ -92,8 +92,7 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         ) from error
     except UnicodeDecodeError as error:
         raise ValueError(
-            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start}); "
-            "is it compressed without a .gz name?"
+            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start})"
         ) from error
     except pd.errors.ParserError as error:
         raise ValueError(f"{path}: malformed CSV ({error})") from error

@@ -141,6 +141,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
             result.rejects.append(
                 Reject(image_id, "ingest", error.code, f"{error.message} ({where})")
             )
+            result.listed_paths.add(row["image"])
             continue
         text, encoding_note = report
         extra: dict[str, Any] = {c: row[c] for c in EXTRA_COLUMNS if row.get(c)}
