@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.params import DatasetPaths
 from pipeline.plots import label_prevalence_figure, save_figure
+from pipeline.rawfiles import read_csv_table
 from pipeline.records import CHEXPERT_LABELS, read_parquet, require_columns
 from pipeline.stage import StageRun
 
@@ -52,7 +53,7 @@ def read_label_csv(path: Path, key: str) -> pd.DataFrame:
     """Read a precomputed label table (plain or gzipped CSV) indexed by normalised ``key``."""
     if not path.is_file():
         raise FileNotFoundError(f"label.csv_path: {path} not found")
-    table = pd.read_csv(path)
+    table = read_csv_table(path)
     require_columns(table, [key, *CHEXPERT_LABELS], path)
     table = table[[key, *CHEXPERT_LABELS]].copy()
     table[key] = table[key].map(_normalise_id)

@@ -15,9 +15,14 @@ compares fully resolved paths.
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import stat
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import pandas as pd
 
 #: Reject code of a data-derived path that leaves the raw root.
 OUTSIDE_ROOT = "path_outside_root"
@@ -100,3 +105,26 @@ def read_regular_file(path: Path) -> bytes:
         raise
     except OSError as error:
         raise RawInputError(UNREADABLE, f"cannot read: {os_reason(error)}") from error
+
+
+def read_csv_table(path: Path, **options: Any) -> pd.DataFrame:
+    """A metadata CSV (plain or ``.gz``) read whole, or ValueError naming the file and problem.
+
+    A truncated or fake gzip, an empty file, binary junk or a malformed row would otherwise
+    surface as a bare zlib/pandas traceback — or, worse, as half a table.
+    """
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{path}: the table is empty (no header row)") from error
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"{path}: corrupt or truncated gzip data ({reason})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start})"
+        ) from error
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path}: malformed CSV ({error})") from error
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read: {os_reason(error)}") from error

@@ -26,8 +26,6 @@ study (``report_missing``), since a report-less image cannot be a vision-languag
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from pipeline.datasets.common import (
     read_report,
     require_file,
 )
-from pipeline.rawfiles import RawInputError, check_id_component, os_reason
+from pipeline.rawfiles import RawInputError, check_id_component, read_csv_table
 from pipeline.records import Reject
 
 DATASET = "mimic_cxr"
@@ -82,22 +80,7 @@ def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     missing columns) raises ValueError naming the file and the problem: a run on half a
     metadata table would silently drop records.
     """
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError as error:
-        raise ValueError(f"{path}: the table is empty (no header row)") from error
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise ValueError(
-            f"{path}: corrupt or truncated gzip data ({error or type(error).__name__})"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path}: not a UTF-8 CSV (undecodable byte at offset {error.start})"
-        ) from error
-    except pd.errors.ParserError as error:
-        raise ValueError(f"{path}: malformed CSV ({error})") from error
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read: {os_reason(error)}") from error
+    frame = read_csv_table(path, dtype=str, keep_default_na=False)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.label import read_label_csv
 from tests.hardening.hostile import (
     IMAGES,
     MARKER,
@@ -181,3 +182,12 @@ def test_openi_hostile_image_ids_and_xml_paths(tmp_path: Path) -> None:
     assert rejects["3"][0] == "unreadable_path" and "Is a directory" in rejects["3"][1]
     assert rejects["4"][0] == "path_outside_root" and "4.xml" in rejects["4"][1]
     assert [p for p, data in output_texts(tmp_path / "out") if MARKER in data] == []
+
+
+def test_corrupt_label_csv_names_the_file(tmp_path: Path) -> None:
+    """The csv label backend's table (e.g. mimic-cxr-2.0.0-chexpert.csv.gz) gets the same check."""
+    path = tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    path.write_bytes(gzip.compress(b"subject_id,study_id,Edema\n" * 200)[:60])
+    with pytest.raises(ValueError, match="corrupt or truncated gzip data") as caught:
+        read_label_csv(path, "study_id")
+    assert str(path) in str(caught.value)
