@@ -20,6 +20,7 @@ from pipeline.datasets.openi import read_dataset as read_openi
 from pipeline.datasets.sample import read_dataset as read_sample
 from pipeline.images import read_source
 from pipeline.imaging.decode import ImageError, decode_image
+from pipeline.rawfiles import RawInputError, resolve_under
 from tests.hardening.hostile import IMAGES, REPO, copy_image, write_bomb_png, write_manifest
 
 PNG = (REPO / "data" / "sample" / IMAGES[0]).read_bytes()
@@ -129,3 +130,29 @@ def test_bomb_is_rejected_before_any_large_allocation(tmp_path: Path) -> None:
     outcome = json.loads(result.stdout)
     assert outcome["code"] == "image_too_large"
     assert outcome["peak_mb"] < 250
+
+
+def test_dicom_header_size_is_checked_against_max_pixels() -> None:
+    data = (REPO / "data/sample/images/dicom/siim_nih_cr_pa_monochrome2.dcm").read_bytes()
+    decoded = decode_image(data, 512, True)
+    with pytest.raises(ImageError) as caught:
+        decode_image(data, 512, True, max_pixels=decoded.width * decoded.height - 1)
+    assert caught.value.code == "image_too_large"
+    assert f"{decoded.width}×{decoded.height}" in caught.value.message
+
+
+def test_a_symlinked_raw_root_and_links_inside_it_are_followed(tmp_path: Path) -> None:
+    """``data/raw -> /mnt/big`` is a common setup: only targets outside the real root fail."""
+    real = tmp_path / "big"
+    copy_image(real, "images/a.png")
+    (real / "images/alias.png").symlink_to("a.png")
+    (tmp_path / "outside.png").write_bytes(PNG)
+    (real / "images/escape.png").symlink_to(tmp_path / "outside.png")
+    root = tmp_path / "raw"
+    root.symlink_to(real)
+    assert resolve_under(root, "images/a.png") == root / "images/a.png"
+    assert resolve_under(root, "images/../images/alias.png").is_file()
+    for hostile in ("images/escape.png", "../big/../outside.png", "C:\\data\\a.png", "/etc/passwd"):
+        with pytest.raises(RawInputError) as caught:
+            resolve_under(root, hostile)
+        assert caught.value.code == "path_outside_root" and repr(hostile) in caught.value.message
