@@ -45,6 +45,7 @@ _SIMPLE_LABELS = {
     "intj": "discourse",
     "pobj": "nmod",
     "pcomp": "xcomp",
+    "nmod": "compound",  # ClearNLP's nominal pre-modifier is UD v1's compound
 }
 _NO_AS_NEG = frozenset({"det", "neg", "advmod", "intj", "dep", "amod", "discourse"})
 _VERSUS = frozenset({"versus", "vs", "vs."})
@@ -86,6 +87,7 @@ def convert(doc: Any) -> DepGraph:
     for i in range(n):
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
+    _repair_coordination(heads, labels, tags, lemmas)
 
     # "cannot" is one token (MD, lemma cannot) in the original; spaCy splits it.
     for i in range(n - 1):
@@ -164,7 +166,12 @@ def convert(doc: Any) -> DepGraph:
         if c in removed or labels[c] != "conj":
             continue
         first = heads[c]
-        while first != -1 and labels[first] == "conj" and heads[first] != -1:
+        while (
+            first != -1
+            and labels[first] == "conj"
+            and heads[first] != -1
+            and not _crosses_noun_verb(tags[first], tags[heads[first]])
+        ):
             first = heads[first]
         groups.setdefault(first, []).append(c)
     for first, conjuncts in groups.items():
@@ -205,6 +212,68 @@ def convert(doc: Any) -> DepGraph:
             if tags[c].startswith("V") and subjects and not own_subject:
                 graph.add_edge(f"T{c}", f"T{subjects[0]}", labels[subjects[0]])
     return graph
+
+
+def _coarse(tag: str) -> str:
+    """N(oun), V(erb), J (adjective) or other, from a PTB tag."""
+    if tag.startswith("NN"):
+        return "N"
+    if tag.startswith("VB") or tag == "MD":
+        return "V"
+    return "J" if tag.startswith("JJ") else ""
+
+
+def _crosses_noun_verb(tag: str, head_tag: str) -> bool:
+    """A spaCy ``conj`` chain that links a noun to a verb joins two coordinations.
+
+    "lungs clear, no airspace disease, effusion, or pneumothorax": spaCy tags "lungs" as a
+    verb and chains every noun behind it. BLLIP coordinates the noun list on its own, so
+    "disease" (which carries the "no") must stay the first conjunct of "effusion" and
+    "pneumothorax" for the negation to propagate.
+    """
+    return {_coarse(tag), _coarse(head_tag)} == {"N", "V"}
+
+
+def _repair_coordination(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
+) -> None:
+    """Undo two spaCy mis-parses of negated lists that BLLIP parses as plain coordination.
+
+    * Adjective conjunct: "no pneumothorax or pleural effusions" comes back as
+      ``conj(pneumothorax, pleural)`` with "pneumothorax" a modifier of "effusions". An
+      adjective cannot be coordinated with a noun, so the adjective becomes ``amod`` of the noun
+      right after it and that noun becomes the conjunct.
+    * Noun under "no": "there is no pneumothorax, pleural effusion, or consolidation" comes back
+      with ``det(consolidation, no)`` and ``preconj(no, pneumothorax)``. The noun right after
+      "no" is the first conjunct; "no" becomes its determiner and the last noun a conjunct.
+    """
+    n = len(heads)
+    for y in range(n - 1):
+        x, noun = heads[y], y + 1
+        if (
+            labels[y] != "conj"
+            or not tags[y].startswith("JJ")
+            or x == -1
+            or not tags[x].startswith("NN")
+            or not tags[noun].startswith("NN")
+            or heads[noun] == y
+            or x == noun
+        ):
+            continue
+        if heads[x] == noun:
+            heads[x], labels[x] = heads[noun], labels[noun]
+        heads[noun], labels[noun] = x, "conj"
+        heads[y], labels[y] = noun, "amod"
+    for first in range(1, n):
+        no = heads[first]
+        if labels[first] != "preconj" or not tags[first].startswith("NN") or no != first - 1:
+            continue
+        last = heads[no]
+        if lemmas[no] != "no" or last == -1 or last < first or not tags[last].startswith("NN"):
+            continue
+        heads[first], labels[first] = heads[last], labels[last]
+        heads[no], labels[no] = first, "det"
+        heads[last], labels[last] = first, "conj"
 
 
 class SpacyGraphSource:
