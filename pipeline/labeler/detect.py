@@ -55,7 +55,7 @@ class Flags:
     uncertainty: bool = False
 
 
-def _negation_matches(pattern: Pattern, graph: DepGraph, node_id: str) -> bool:
+def negation_matches(pattern: Pattern, graph: DepGraph, node_id: str) -> bool:
     """A negation match survives unless its ``key`` node has an outgoing ``neg`` edge."""
     for bindings in match(pattern, graph, node_id):
         key = bindings.get("key")
@@ -74,7 +74,7 @@ def classify_node(graph: DepGraph, node_id: str, rules: RuleSet) -> str | None:
         label == "amod" and nodes[child].lemma == "new"
         for child, label in graph.out[node_id].items()
     )
-    if not new_veto and any(_negation_matches(p, graph, node_id) for p in rules.negation):
+    if not new_veto and any(negation_matches(p, graph, node_id) for p in rules.negation):
         return NEGATION
     if any(matches(p, graph, node_id) for p in rules.post_negation_uncertainty):
         return UNCERTAINTY
