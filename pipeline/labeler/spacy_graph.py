@@ -92,7 +92,9 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     for i in range(n):
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
-    _repair_coordination(heads, labels, tags, lemmas)
+    _repair_side_left(heads, labels, tags, lemmas, lower)
+    _repair_coordination(heads, labels, tags, lemmas, lower)
+    _flatten_noun_phrases(heads, labels, tags)
 
     # "cannot" is one token (MD, lemma cannot) in the original; spaCy splits it.
     for i in range(n - 1):
@@ -182,7 +184,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     for first, conjuncts in groups.items():
         members = [first, *conjuncts]
         ccs = [k for m in members for k in kids(m) if labels[k] == "cc"]
-        label = f"conj:{lower[ccs[0]]}" if ccs else "conj"
+        label = f"conj:{_cc_name(lower, ccs[0])}" if ccs else "conj"
         for c in conjuncts:
             heads[c], labels[c] = first, label
         for k in ccs:
@@ -239,8 +241,67 @@ def _crosses_noun_verb(tag: str, head_tag: str) -> bool:
     return {_coarse(tag), _coarse(head_tag)} == {"N", "V"}
 
 
+def _cc_name(lower: list[str], k: int) -> str:
+    """CoreNLP's name for a coordinator: negated ones ("but not", "rather than", "instead
+    of") are all ``negcc``, which the "rather than XXX" negation rule looks for."""
+    if lower[k] in ("than", "of") and k > 0 and lower[k - 1] in ("rather", "instead"):
+        return "negcc"
+    if lower[k] in ("rather", "instead") and k + 1 < len(lower) and lower[k + 1] in ("than", "of"):
+        return "negcc"
+    if lower[k] == "but" and k + 1 < len(lower) and lower[k + 1] == "not":
+        return "negcc"
+    return lower[k]
+
+
+def _repair_side_left(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str], lower: list[str]
+) -> None:
+    """ "question left lower lobe pneumonia": spaCy reads "left" as the verb *leave* with
+    "question" as its subject. In a report "left" before a noun phrase is the side: it becomes
+    an ``amod`` of that noun, and the subject ("question") governs the noun instead."""
+    n = len(heads)
+    for i in range(n):
+        if lower[i] != "left" or not tags[i].startswith("VB"):
+            continue
+        kids = [k for k in range(n) if heads[k] == i]
+        obj = next((k for k in kids if labels[k] == "dobj" and k > i), None)
+        if obj is None:
+            continue
+        subject = next((k for k in kids if labels[k] == "nsubj" and k < i), None)
+        new_head = obj if subject is None else subject
+        heads[new_head], labels[new_head] = heads[i], labels[i]
+        for k in kids:
+            if k not in (obj, new_head):
+                heads[k] = new_head
+        if subject is not None:
+            heads[obj], labels[obj] = subject, "dobj"
+        heads[i], labels[i], lemmas[i], tags[i] = obj, "amod", "left", "JJ"
+
+
+def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """PTB noun phrases are flat, so CoreNLP attaches every pre-modifier to the head noun.
+
+    spaCy chains them ("borderline" -> "heart" -> "size"); a modifier of a noun that is itself
+    a pre-modifier (``compound``) of a later noun moves up to that later noun, so rules such
+    as "borderline heart size" (``size > borderline``) see the flat phrase.
+    """
+    n = len(heads)
+    for i in range(n - 1, -1, -1):
+        if labels[i] not in ("compound", "amod", "nmod"):
+            continue
+        head = heads[i]
+        while (
+            head > i
+            and labels[head] in ("compound", "nmod")
+            and heads[head] > head
+            and tags[heads[head]].startswith("NN")
+        ):
+            head = heads[head]
+        heads[i] = head
+
+
 def _repair_coordination(
-    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str], lower: list[str]
 ) -> None:
     """Undo two spaCy mis-parses of negated lists that BLLIP parses as plain coordination.
 
@@ -251,8 +312,19 @@ def _repair_coordination(
     * Noun under "no": "there is no pneumothorax, pleural effusion, or consolidation" comes back
       with ``det(consolidation, no)`` and ``preconj(no, pneumothorax)``. The noun right after
       "no" is the first conjunct; "no" becomes its determiner and the last noun a conjunct.
+    * "atelectasis rather than pneumonia" / "instead of": "than"/"of" carries the second noun
+      as its object; the noun becomes a conjunct and "than"/"of" its coordinator (``negcc``).
     """
     n = len(heads)
+    for q in range(1, n):
+        if lower[q] not in ("than", "of") or lower[q - 1] not in ("rather", "instead"):
+            continue
+        obj = next((k for k in range(n) if heads[k] == q and labels[k] == "pobj"), None)
+        if obj is None or heads[q] == -1:
+            continue
+        heads[obj], labels[obj] = heads[q], "conj"
+        labels[q] = "cc"
+        heads[q - 1], labels[q - 1] = heads[q], "cc"
     for y in range(n - 1):
         x, noun = heads[y], y + 1
         if (
