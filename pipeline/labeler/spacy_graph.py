@@ -339,6 +339,9 @@ def _repair_coordination(
             continue
         if heads[x] == noun:
             heads[x], labels[x] = heads[noun], labels[noun]
+            for k in range(x):  # "no" (and any modifier) before the list opens the list
+                if heads[k] == noun:
+                    heads[k] = x
         heads[noun], labels[noun] = x, "conj"
         heads[y], labels[y] = noun, "amod"
     for first in range(1, n):
