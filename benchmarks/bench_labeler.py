@@ -14,7 +14,8 @@ negbio2's two reports).
 the repo: ``DIR/reports.csv`` (headerless, one report per row, the labeler's input) and
 ``DIR/gold.csv`` (``id`` + one 0/1 column per observation scored). It prints per-observation
 precision / recall / F1 and the micro F1, counting only 1.0 as positive (blank, 0 and -1 are
-negative), as the clinical-efficacy metrics do. The reports themselves never enter the repo.
+negative), as the clinical-efficacy metrics do, once per label backend (``chexpert``, the
+original's rules; ``chexpert_plus``, ours on top). The reports themselves never enter the repo.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.labeler import label_reports, read_reports_csv
 from pipeline.labeler.api import Labeler
+from pipeline.labeler.detect import BACKENDS, backend_rules
 from pipeline.records import CHEXPERT_LABELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "pipeline" / "labeler" / "fixtures"
@@ -197,7 +199,7 @@ def score_positives(predicted: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame
     return frame
 
 
-def dev_set_report(directory: Path, labeler: Labeler) -> pd.DataFrame:
+def dev_set_report(directory: Path, labeler: Labeler, backend: str) -> pd.DataFrame:
     """Label ``directory/reports.csv`` and print its scores against ``directory/gold.csv``."""
     reports = directory / "reports.csv"
     gold_path = directory / "gold.csv"
@@ -210,7 +212,10 @@ def dev_set_report(directory: Path, labeler: Labeler) -> pd.DataFrame:
     predicted = label_reports(texts, labeler=labeler)
     seconds = time.perf_counter() - start
     scores = score_positives(predicted, gold)
-    print(f"\nDev set {directory} ({len(texts)} reports, labeled in {seconds:.1f} s):")
+    print(
+        f"\nDev set {directory}, backend {backend} ({len(texts)} reports, "
+        f"labeled in {seconds:.1f} s):"
+    )
     for name, row in scores.iterrows():
         print(
             f"  {name:<20} P={row['precision']:.3f} R={row['recall']:.3f} "
@@ -244,7 +249,9 @@ def main() -> None:
         )
     agreement(Labeler(graph_source=base.graph_source))
     if args.dev_set is not None:
-        dev_set_report(Path(args.dev_set), Labeler(graph_source=base.graph_source))
+        for backend in BACKENDS:
+            labeler = Labeler(rules=backend_rules(backend), graph_source=base.graph_source)
+            dev_set_report(Path(args.dev_set), labeler, backend)
 
 
 if __name__ == "__main__":

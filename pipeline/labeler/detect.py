@@ -47,6 +47,35 @@ def default_rules() -> RuleSet:
     )
 
 
+@lru_cache(maxsize=1)
+def plus_rules() -> RuleSet:
+    """The opt-in ``chexpert_plus`` rules: the original's files, each followed by our extras.
+
+    The extras (``data/patterns_plus``) only add matches inside the original's phase order, so
+    every sentence the original labels through a rule keeps that label unless an extra rule
+    fires where the original found nothing (docs/labeler_fidelity.md lists them).
+    """
+    base, extra = default_rules(), DATA_DIR / "patterns_plus"
+    return RuleSet(
+        base.pre_negation_uncertainty
+        + tuple(load_patterns(extra / "pre_negation_uncertainty.txt")),
+        base.negation + tuple(load_patterns(extra / "negation.txt")),
+        base.post_negation_uncertainty
+        + tuple(load_patterns(extra / "post_negation_uncertainty.txt")),
+    )
+
+
+#: Label backends built on this package: the original's rules, or ours on top of them.
+BACKENDS = {"chexpert": default_rules, "chexpert_plus": plus_rules}
+
+
+def backend_rules(backend: str) -> RuleSet:
+    """The rule set of a label backend; an unknown name is an error that lists the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown labeler backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[backend]()
+
+
 @dataclass
 class Flags:
     """What the detector marked on one mention (both may be set)."""

@@ -93,6 +93,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
     _repair_side_left(heads, labels, tags, lemmas, lower)
+    _repair_infinitive_fragment(heads, labels, tags, lower)
     _repair_coordination(heads, labels, tags, lemmas, lower)
     _flatten_noun_phrases(heads, labels, tags)
 
@@ -276,6 +277,29 @@ def _repair_side_left(
         if subject is not None:
             heads[obj], labels[obj] = subject, "dobj"
         heads[i], labels[i], lemmas[i], tags[i] = obj, "amod", "left", "JJ"
+
+
+def _repair_infinitive_fragment(
+    heads: list[int], labels: list[str], tags: list[str], lower: list[str]
+) -> None:
+    """ "no focal opacities to suggest pneumonia" has no finite verb; spaCy makes "suggest" the
+    root with the noun as its subject. BLLIP/CoreNLP keep the noun phrase as the root with the
+    infinitive as its ``acl`` ("no NN to suggest XXX", the original's negation rule)."""
+    n = len(heads)
+    for verb in range(n):
+        if heads[verb] != -1 or tags[verb] != "VB":
+            continue
+        kids = [k for k in range(n) if heads[k] == verb]
+        if not any(labels[k] == "aux" and lower[k] == "to" and k < verb for k in kids):
+            continue
+        subject = next(
+            (k for k in kids if labels[k] == "nsubj" and k < verb and tags[k].startswith("NN")),
+            None,
+        )
+        if subject is None:
+            continue
+        heads[subject], labels[subject] = -1, labels[verb]
+        heads[verb], labels[verb] = subject, "acl"
 
 
 def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) -> None:
