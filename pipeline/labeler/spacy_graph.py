@@ -92,7 +92,9 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     for i in range(n):
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
+    _retag_nominal_verbs(heads, labels, tags)
     _repair_side_left(heads, labels, tags, lemmas, lower)
+    _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
     _repair_coordination(heads, labels, tags, lemmas, lower)
     _flatten_noun_phrases(heads, labels, tags)
@@ -279,6 +281,37 @@ def _repair_side_left(
         heads[i], labels[i], lemmas[i], tags[i] = obj, "amod", "left", "JJ"
 
 
+def _retag_nominal_verbs(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """A word the parser uses as a noun is a noun, whatever the tagger said.
+
+    "no airspace disease or other parenchymal infiltrates": "infiltrates" is tagged VBZ but
+    parsed as a conjunct of "disease" with adjectives on it. BLLIP tags it NNS, and the
+    propagation of "no" along noun conjunctions needs both conjuncts to be nouns.
+    """
+    n = len(heads)
+    nominal = ("conj", "appos", "pobj", "dobj", "nsubj", "nsubjpass", "attr", "compound")
+    for i in range(n):
+        if tags[i] not in ("VBZ", "VBP", "VB") or labels[i] not in nominal:
+            continue
+        if any(heads[k] == i and labels[k] in ("amod", "det") for k in range(n)):
+            tags[i] = "NNS" if tags[i] == "VBZ" else "NN"
+
+
+def _repair_split_subjects(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """ "no A, B, or C is identified": spaCy gives the verb two subjects, A and B (with C under
+    B). A clause has one subject; the later ones are conjuncts of the first, as BLLIP reads it,
+    so that "no" reaches every item of the list."""
+    n = len(heads)
+    for verb in range(n):
+        subjects = [
+            k
+            for k in range(verb)
+            if heads[k] == verb and labels[k] in ("nsubj", "nsubjpass") and tags[k].startswith("NN")
+        ]
+        for later in subjects[1:]:
+            heads[later], labels[later] = subjects[0], "conj"
+
+
 def _repair_infinitive_fragment(
     heads: list[int], labels: list[str], tags: list[str], lower: list[str]
 ) -> None:
@@ -327,12 +360,13 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
 def _repair_coordination(
     heads: list[int], labels: list[str], tags: list[str], lemmas: list[str], lower: list[str]
 ) -> None:
-    """Undo two spaCy mis-parses of negated lists that BLLIP parses as plain coordination.
+    """Undo spaCy mis-parses of lists that BLLIP parses as plain coordination.
 
     * Adjective conjunct: "no pneumothorax or pleural effusions" comes back as
       ``conj(pneumothorax, pleural)`` with "pneumothorax" a modifier of "effusions". An
       adjective cannot be coordinated with a noun, so the adjective becomes ``amod`` of the noun
-      right after it and that noun becomes the conjunct.
+      right after it and that noun becomes the conjunct (a plural the tagger took for a verb,
+      "no A or patchy infiltrates", included).
     * Noun under "no": "there is no pneumothorax, pleural effusion, or consolidation" comes back
       with ``det(consolidation, no)`` and ``preconj(no, pneumothorax)``. The noun right after
       "no" is the first conjunct; "no" becomes its determiner and the last noun a conjunct.
@@ -356,11 +390,15 @@ def _repair_coordination(
             or not tags[y].startswith("JJ")
             or x == -1
             or not tags[x].startswith("NN")
-            or not tags[noun].startswith("NN")
+            or not (
+                tags[noun].startswith("NN") or (tags[noun] in ("VBZ", "VBP") and heads[x] == noun)
+            )
             or heads[noun] == y
             or x == noun
         ):
             continue
+        if not tags[noun].startswith("NN"):  # "no A or patchy infiltrates": a noun, not a verb
+            tags[noun] = "NNS" if tags[noun] == "VBZ" else "NN"
         if heads[x] == noun:
             heads[x], labels[x] = heads[noun], labels[noun]
             for k in range(x):  # "no" (and any modifier) before the list opens the list

@@ -71,6 +71,16 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
             "Lungs well expanded, no airspace disease, pleural effusion, or pneumothorax.",
             {**NEGATIVE_NORMAL, "Lung Opacity": 0.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0},
         ),
+        # coordination: a list split into two subjects of the verb
+        (
+            "No focal opacity, pleural effusion, or pneumothorax is demonstrated.",
+            {**NEGATIVE_NORMAL, "Lung Opacity": 0.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0},
+        ),
+        # coordination: a plural noun the tagger took for a verb
+        (
+            "No consolidation or other patchy infiltrates.",
+            {**NEGATIVE_NORMAL, "Consolidation": 0.0, "Lung Opacity": 0.0},
+        ),
         # negated coordinators -> conj:negcc ("rather than XXX" is a negation rule)
         (
             "Findings favor atelectasis rather than pneumonia.",
