@@ -17,7 +17,14 @@ cannot be produced offline. spaCy's English models use ClearNLP labels instead, 
   conjunct's incoming relation copied to all of them (CCprocessed), subjects shared by
   conjoined verbs;
 * ``acomp`` outside a copula -> ``xcomp`` ("appears normal"), ``relcl`` -> ``acl:relcl``,
-  ``poss`` -> ``nmod:poss``, ``npadvmod`` -> ``nmod:npmod``.
+  ``poss`` -> ``nmod:poss``, ``npadvmod`` -> ``nmod:npmod``, ClearNLP ``nmod`` -> ``compound``.
+
+Before that, a few spaCy mis-parses that real reports hit often are undone, each towards the
+structure BLLIP gives (docs/labeler_fidelity.md §3): a leading section title is parsed apart;
+negated lists ("no A or pleural B", "no A, B, or C", lists split into two subjects, nouns the
+tagger took for verbs) become plain coordinations; "rather than"/"but not" become
+``conj:negcc``; pre-modifiers attach flat to the head noun; "left" before a noun is the side;
+an infinitive fragment keeps its noun as the root.
 
 Only sentences containing a mention are ever parsed (the caller's job); NER is disabled.
 """
