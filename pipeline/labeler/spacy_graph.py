@@ -182,14 +182,15 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     for c in range(n):
         if c in removed or labels[c] != "conj":
             continue
-        first = heads[c]
+        first, steps = heads[c], 0
         while (
-            first != -1
+            steps < n
+            and first != -1
             and labels[first] == "conj"
             and heads[first] != -1
             and not _crosses_noun_verb(tags[first], tags[heads[first]])
         ):
-            first = heads[first]
+            first, steps = heads[first], steps + 1
         groups.setdefault(first, []).append(c)
     for first, conjuncts in groups.items():
         members = [first, *conjuncts]
@@ -261,6 +262,16 @@ def _cc_name(lower: list[str], k: int) -> str:
     if lower[k] == "but" and k + 1 < len(lower) and lower[k + 1] == "not":
         return "negcc"
     return lower[k]
+
+
+def _is_ancestor(heads: list[int], ancestor: int, node: int) -> bool:
+    """Whether ``ancestor`` is on the head path above ``node`` (repairs must not make cycles)."""
+    steps, current = 0, heads[node]
+    while current != -1 and steps < len(heads):
+        if current == ancestor:
+            return True
+        current, steps = heads[current], steps + 1
+    return False
 
 
 def _repair_side_left(
@@ -402,6 +413,7 @@ def _repair_coordination(
             )
             or heads[noun] == y
             or x == noun
+            or (heads[x] != noun and _is_ancestor(heads, noun, x))
         ):
             continue
         if not tags[noun].startswith("NN"):  # "no A or patchy infiltrates": a noun, not a verb

@@ -155,3 +155,12 @@ def test_negbio_reports_through_spacy_give_negbio_labels(spacy_labeler: Labeler)
                 document.findtext("id"),
                 category,
             )
+
+
+def test_repairs_never_make_a_cycle() -> None:
+    from pipeline.labeler.spacy_graph import _is_ancestor
+
+    heads = [1, 2, -1, 2]  # 0 -> 1 -> 2 (root) <- 3
+    assert _is_ancestor(heads, 2, 0) and _is_ancestor(heads, 1, 0)
+    assert not _is_ancestor(heads, 3, 0) and not _is_ancestor(heads, 0, 2)
+    assert not _is_ancestor([1, 0], 5, 0)  # a cycle in the input ends the walk
