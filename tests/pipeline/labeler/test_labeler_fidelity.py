@@ -32,20 +32,20 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
     [
         # section title kept in the sentence: spaCy made "findings"/"impression" the root
         (
-            "Impression: cardiac silhouette within normal limits.",
+            "Impression: cardiac silhouette within normal limits on both views.",
             {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0},
         ),
         (
-            "Findings: heart size and pulmonary vascularity within normal limits.",
+            "Findings: heart size and hilar vascularity within normal limits.",
             {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0},
         ),
         # mention scope: "the heart" only modifies "size", which the within-limits rule catches
         (
-            "The heart size appears within normal limits.",
+            "The heart size again appears within normal limits.",
             {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0},
         ),
         (
-            "The heart size and mediastinal contours appear within normal limits.",
+            "The heart size and hilar contours appear within normal limits.",
             {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0, "Enlarged Cardiomediastinum": 0.0},
         ),
         (
@@ -88,7 +88,7 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         ),
         ("Subsegmental atelectasis but not pneumonia.", {"Atelectasis": 1.0, "Pneumonia": 0.0}),
         # flat noun phrase: the original's "borderline heart size" rule (uncertain) now fires
-        ("Borderline heart size.", {"Cardiomegaly": -1.0}),
+        ("Borderline heart size on this portable film.", {"Cardiomegaly": -1.0}),
         # "left" is the side, not the verb: "question left ..." is the original's uncertainty rule
         ("Question left lower lobe pneumonia.", {"Pneumonia": -1.0}),
         ("Left lower lobe pneumonia.", {"Pneumonia": 1.0}),
@@ -114,14 +114,14 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     edges = _graph_edges(spacy_labeler, "atelectasis rather than pneumonia.")
     assert "conj:negcc(atelectasis, pneumonia)" in edges
     assert {"compound(size, borderline)", "compound(size, heart)"} <= _graph_edges(
-        spacy_labeler, "borderline heart size."
+        spacy_labeler, "borderline heart size on this portable film."
     )
     edges = _graph_edges(spacy_labeler, "question left pneumothorax.")
     assert {"dobj(question, pneumothorax)", "amod(pneumothorax, left)"} <= edges
 
 
 def test_section_title_is_parsed_apart_and_keeps_offsets(spacy_labeler: Labeler) -> None:
-    sentence = "findings: cardiac silhouette within normal limits."
+    sentence = "findings: cardiac silhouette within normal limits on both views."
     source = spacy_labeler.graph_source
     assert isinstance(source, SpacyGraphSource)
     [graph] = source.graphs([sentence])

@@ -37,15 +37,19 @@ def test_unknown_backend_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"unknown labeler backend 'chexpert_pls'.*chexpert_plus"):
         backend_rules("chexpert_pls")
     with pytest.raises(ValueError, match="unknown labeler backend"):
-        label_reports(["No pneumothorax."], backend="nope")
+        label_reports(["No apical pneumothorax."], backend="nope")
 
 
 @pytest.mark.parametrize(
     ("text", "original", "plus"),
     [
-        ("Heart size is upper limits of normal.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 0.0}),
         (
-            "Heart and mediastinum within normal limits.",
+            "Heart size is upper limits of normal for age.",
+            {"Cardiomegaly": 1.0},
+            {"Cardiomegaly": 0.0},
+        ),
+        (
+            "Heart and mediastinum within normal limits on both views.",
             {"Enlarged Cardiomediastinum": 1.0},
             {"Enlarged Cardiomediastinum": 0.0},
         ),
@@ -57,7 +61,7 @@ def test_unknown_backend_is_a_clear_error() -> None:
         ("Clinical correlation for infection.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
         # where an original rule already decides, plus agrees
         (
-            "Heart size is at the upper limits of normal.",
+            "Overall heart size is at the upper limits of normal.",
             {"Cardiomegaly": 0.0},
             {"Cardiomegaly": 0.0},
         ),
