@@ -1,31 +1,44 @@
 """Benchmark and agreement report for the offline CheXpert labeler (``pipeline.labeler``).
 
-Usage: ``python benchmarks/bench_labeler.py [--reports 3000] [--seed 0]``
+Usage: ``python benchmarks/bench_labeler.py [--reports 3000] [--seed 0] [--dev-set DIR]``
 
 Corpora are built by recombining sentences from the reference reports and SPEC examples with
 templated variations (sides, sizes, locations), so that a "cold" run sees many distinct
 sentences: (i) short impressions (1-3 sentences), (ii) findings + impression (6-10 sentences).
 Cold = fresh sentence cache (model already loaded); warm = the same corpus again. Single
-process, so the rate is per core. Agreement is measured against every expected output in
-``../shared/reference/chexpert/``.
+process, so the rate is per core. Agreement is measured against the original's expected outputs
+kept as test fixtures (``tests/pipeline/labeler/fixtures``: chexpert-labeler's sample reports,
+negbio2's two reports).
+
+``--dev-set DIR`` (or ``MEDVILL_LABELER_DEV_SET``) points at a labeled dev set built outside
+the repo: ``DIR/reports.csv`` (headerless, one report per row, the labeler's input) and
+``DIR/gold.csv`` (``id`` + one 0/1 column per observation scored). It prints per-observation
+precision / recall / F1 and the micro F1, counting only 1.0 as positive (blank, 0 and -1 are
+negative), as the clinical-efficacy metrics do, once per label backend (``chexpert``, the
+original's rules; ``chexpert_plus``, ours on top). The reports themselves never enter the repo.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.labeler import label_reports, read_reports_csv
 from pipeline.labeler.api import Labeler
+from pipeline.labeler.detect import BACKENDS, backend_rules
 from pipeline.records import CHEXPERT_LABELS
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "chexpert"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "pipeline" / "labeler" / "fixtures"
+DEV_SET_ENV = "MEDVILL_LABELER_DEV_SET"
 
 FIXED = [
     "Heart size normal and lungs are clear.",
@@ -127,33 +140,26 @@ def _agree(got: pd.Series, want: pd.Series) -> tuple[int, int]:
 
 
 def agreement(labeler: Labeler) -> None:
-    """Per-label agreement with every expected output shipped in the reference folder."""
-    sample = REFERENCE / "chexpert-labeler"
-    texts = read_reports_csv(sample / "sample_reports.csv")
+    """Per-label agreement with the original's expected outputs kept as test fixtures."""
+    texts = read_reports_csv(FIXTURES / "sample_reports.csv")
     got = label_reports(texts, labeler=labeler)
-    want = pd.read_csv(sample / "labeled_reports.csv")
+    want = pd.read_csv(FIXTURES / "labeled_reports.csv")
     rows: dict[str, list[int]] = {k: [0, 0] for k in CHEXPERT_LABELS}
     for k in CHEXPERT_LABELS:
         s, t = _agree(got[k], want[k])
         rows[k][0] += s
         rows[k][1] += t
-    # negbio2 fixture: the two source reports through spaCy vs NegBio's expected document labels
-    data = REFERENCE / "negbio2" / "tests" / "data"
+    # negbio2 fixture: the two reports' passage text through spaCy vs NegBio's document labels
     result = {"Positive": 1.0, "Negative": 0.0, "Uncertain": -1.0}
-    docs = {
-        d.findtext("id"): d
-        for d in ET.parse(data / "1.neg_chexpert.xml").getroot().iter("document")
-    }
-    for doc_id, doc in docs.items():
+    for doc in ET.parse(FIXTURES / "1.neg_chexpert.xml").getroot().iter("document"):
         expected = {k: math.nan for k in CHEXPERT_LABELS}
         for infon in doc.findall("infon"):
-            name = (
-                infon.get("key", "").split("/", 1)[-1].replace("Airspace Opacity", "Lung Opacity")
-            )
-            expected[name] = result[infon.text]
-        [row] = label_reports([(data / f"{doc_id}.txt").read_text()], labeler=labeler).to_dict(
-            "records"
-        )
+            key = infon.get("key", "")
+            if key.startswith("CheXpert/"):
+                name = key.split("/", 1)[1].replace("Airspace Opacity", "Lung Opacity")
+                expected[name] = result[infon.text or ""]
+        text = doc.findtext("passage/text") or ""
+        [row] = label_reports([text], labeler=labeler).to_dict("records")
         # NegBio's port emits No Finding only when positive, i.e. exactly our 1.0 / blank
         for k in CHEXPERT_LABELS:
             s, _ = _agree(pd.Series([row[k]]), pd.Series([expected[k]]))
@@ -170,10 +176,64 @@ def agreement(labeler: Labeler) -> None:
     print(f"  {'ALL':<28} {total[0]}/{total[1]} ({100 * total[0] / total[1]:.1f} %)")
 
 
+def score_positives(predicted: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
+    """Per-observation precision / recall / F1 (positive = 1.0 only) plus a ``micro`` row.
+
+    ``gold`` holds one 0/1 column per scored observation; ``predicted`` the labeler's frame
+    (rows aligned). Only the gold's columns are scored.
+    """
+    categories = [c for c in gold.columns if c in CHEXPERT_LABELS]
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} labeled rows vs {len(gold)} gold rows")
+    y_true = gold[categories].to_numpy(dtype=int)
+    y_pred = (predicted[categories].to_numpy(dtype=float) == 1.0).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, zero_division=0
+    )
+    frame = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "gold_positive": support},
+        index=categories,
+    )
+    micro = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
+    frame.loc["micro"] = [micro[0], micro[1], micro[2], int(np.sum(support))]
+    return frame
+
+
+def dev_set_report(directory: Path, labeler: Labeler, backend: str) -> pd.DataFrame:
+    """Label ``directory/reports.csv`` and print its scores against ``directory/gold.csv``."""
+    reports = directory / "reports.csv"
+    gold_path = directory / "gold.csv"
+    for path in (reports, gold_path):
+        if not path.is_file():
+            raise SystemExit(f"dev set: {path} is missing (build the dev set first)")
+    texts = read_reports_csv(reports)
+    gold = pd.read_csv(gold_path)
+    start = time.perf_counter()
+    predicted = label_reports(texts, labeler=labeler)
+    seconds = time.perf_counter() - start
+    scores = score_positives(predicted, gold)
+    print(
+        f"\nDev set {directory}, backend {backend} ({len(texts)} reports, "
+        f"labeled in {seconds:.1f} s):"
+    )
+    for name, row in scores.iterrows():
+        print(
+            f"  {name:<20} P={row['precision']:.3f} R={row['recall']:.3f} "
+            f"F1={row['f1']:.3f} (gold+ {int(row['gold_positive'])})"
+        )
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dev-set",
+        type=Path,
+        default=os.environ.get(DEV_SET_ENV) or None,
+        help=f"built dev set folder (reports.csv + gold.csv); default ${DEV_SET_ENV}",
+    )
     args = parser.parse_args()
     short, full = build_corpora(args.reports, args.seed)
     base = Labeler()
@@ -188,6 +248,10 @@ def main() -> None:
             f"cold {cold:8.0f} reports/s   warm {warm:8.0f} reports/s  (1 core)"
         )
     agreement(Labeler(graph_source=base.graph_source))
+    if args.dev_set is not None:
+        for backend in BACKENDS:
+            labeler = Labeler(rules=backend_rules(backend), graph_source=base.graph_source)
+            dev_set_report(Path(args.dev_set), labeler, backend)
 
 
 if __name__ == "__main__":

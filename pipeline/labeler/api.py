@@ -21,7 +21,13 @@ import pandas as pd
 
 from pipeline.labeler.aggregate import aggregate, mention_label, write_labeled_csv
 from pipeline.labeler.clean import clean, extract_sections, split_sentences
-from pipeline.labeler.detect import SHORTCUT, RuleSet, default_rules, detect_sentence
+from pipeline.labeler.detect import (
+    SHORTCUT,
+    RuleSet,
+    backend_rules,
+    default_rules,
+    detect_sentence,
+)
 from pipeline.labeler.graph import GraphSource
 from pipeline.labeler.mentions import extract_mentions
 from pipeline.labeler.phrases import PhraseSet, default_phrases
@@ -116,20 +122,25 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-_DEFAULT: Labeler | None = None
+_DEFAULT: dict[str, Labeler] = {}
 
 
-def default_labeler() -> Labeler:
-    """The process-wide labeler, so the model loads once and the cache stays warm."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Labeler()
-    return _DEFAULT
+def default_labeler(backend: str = "chexpert") -> Labeler:
+    """The process-wide labeler of a backend, so the model loads once and the cache stays warm.
+
+    Backends share the spaCy model; each keeps its own sentence cache (labels differ).
+    """
+    if backend not in _DEFAULT:
+        rules = backend_rules(backend)
+        shared = next(iter(_DEFAULT.values()), None)
+        source = shared._source() if shared is not None else None
+        _DEFAULT[backend] = Labeler(rules=rules, graph_source=source)
+    return _DEFAULT[backend]
 
 
-def _label_chunk(args: tuple[list[object], tuple[str, ...], bool]) -> list[dict[str, float]]:
-    texts, sections, strict = args
-    return default_labeler().label(texts, sections, strict)
+def _label_chunk(args: tuple[list[object], tuple[str, ...], bool, str]) -> list[dict[str, float]]:
+    texts, sections, strict, backend = args
+    return default_labeler(backend).label(texts, sections, strict)
 
 
 def label_reports(
@@ -139,19 +150,25 @@ def label_reports(
     sections_to_extract: Sequence[str] = (),
     extract_strict: bool = False,
     labeler: Labeler | None = None,
+    backend: str = "chexpert",
 ) -> pd.DataFrame:
     """Label reports like chexpert-labeler: one row per input, columns ``CHEXPERT_LABELS``.
 
     Values are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or NaN (not mentioned); the
     index is 0..n-1. ``sections_to_extract`` takes lower-case titles (e.g. ``"impression"``),
     as the original. Deterministic: results never depend on ``workers`` or cache state.
+    ``backend`` picks the rules: ``chexpert`` (the original's, the default) or the opt-in
+    ``chexpert_plus`` (ours added on top); it is ignored when ``labeler`` is given.
     """
     texts = list(texts)
     sections = tuple(sections_to_extract)
+    if labeler is None:
+        backend_rules(backend)  # an unknown backend fails here, before any work
     if workers > 1 and len(texts) >= PARALLEL_MIN_REPORTS and labeler is None:
-        default_labeler().warm_up()  # load spaCy once in the parent; forked workers share it
+        default_labeler(backend).warm_up()  # load spaCy once in the parent; workers share it
         chunks = [
-            (texts[i : i + _CHUNK], sections, extract_strict) for i in range(0, len(texts), _CHUNK)
+            (texts[i : i + _CHUNK], sections, extract_strict, backend)
+            for i in range(0, len(texts), _CHUNK)
         ]
         rows = [
             row
@@ -159,7 +176,7 @@ def label_reports(
             for row in chunk
         ]
     else:
-        rows = (labeler or default_labeler()).label(texts, sections, extract_strict)
+        rows = (labeler or default_labeler(backend)).label(texts, sections, extract_strict)
     frame = pd.DataFrame(rows, columns=list(CHEXPERT_LABELS), dtype=float)
     frame.index = pd.RangeIndex(len(texts))
     return frame
@@ -177,6 +194,7 @@ def label_reports_csv(
     workers: int = 1,
     sections_to_extract: Sequence[str] = (),
     extract_strict: bool = False,
+    backend: str = "chexpert",
 ) -> int:
     """Drop-in for ``label.py --reports_path R --output_path O``; returns the report count."""
     texts = read_reports_csv(Path(reports_csv))
@@ -185,6 +203,7 @@ def label_reports_csv(
         workers=workers,
         sections_to_extract=sections_to_extract,
         extract_strict=extract_strict,
+        backend=backend,
     )
     write_labeled_csv(texts, labels, Path(output_csv))
     return len(texts)

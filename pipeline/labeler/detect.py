@@ -47,6 +47,35 @@ def default_rules() -> RuleSet:
     )
 
 
+@lru_cache(maxsize=1)
+def plus_rules() -> RuleSet:
+    """The opt-in ``chexpert_plus`` rules: the original's files, each followed by our extras.
+
+    The extras (``data/patterns_plus``) only add matches inside the original's phase order, so
+    every sentence the original labels through a rule keeps that label unless an extra rule
+    fires where the original found nothing (docs/labeler_fidelity.md lists them).
+    """
+    base, extra = default_rules(), DATA_DIR / "patterns_plus"
+    return RuleSet(
+        base.pre_negation_uncertainty
+        + tuple(load_patterns(extra / "pre_negation_uncertainty.txt")),
+        base.negation + tuple(load_patterns(extra / "negation.txt")),
+        base.post_negation_uncertainty
+        + tuple(load_patterns(extra / "post_negation_uncertainty.txt")),
+    )
+
+
+#: Label backends built on this package: the original's rules, or ours on top of them.
+BACKENDS = {"chexpert": default_rules, "chexpert_plus": plus_rules}
+
+
+def backend_rules(backend: str) -> RuleSet:
+    """The rule set of a label backend; an unknown name is an error that lists the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown labeler backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[backend]()
+
+
 @dataclass
 class Flags:
     """What the detector marked on one mention (both may be set)."""
@@ -55,7 +84,7 @@ class Flags:
     uncertainty: bool = False
 
 
-def _negation_matches(pattern: Pattern, graph: DepGraph, node_id: str) -> bool:
+def negation_matches(pattern: Pattern, graph: DepGraph, node_id: str) -> bool:
     """A negation match survives unless its ``key`` node has an outgoing ``neg`` edge."""
     for bindings in match(pattern, graph, node_id):
         key = bindings.get("key")
@@ -74,7 +103,7 @@ def classify_node(graph: DepGraph, node_id: str, rules: RuleSet) -> str | None:
         label == "amod" and nodes[child].lemma == "new"
         for child, label in graph.out[node_id].items()
     )
-    if not new_veto and any(_negation_matches(p, graph, node_id) for p in rules.negation):
+    if not new_veto and any(negation_matches(p, graph, node_id) for p in rules.negation):
         return NEGATION
     if any(matches(p, graph, node_id) for p in rules.post_negation_uncertainty):
         return UNCERTAINTY
@@ -100,13 +129,22 @@ def detect_sentence(
         return flags
     propagate(graph)
     node_results: dict[str, str | None] = {}
+
+    def result_of(node_id: str) -> str | None:
+        if node_id not in node_results:
+            node_results[node_id] = classify_node(graph, node_id, rules)
+        return node_results[node_id]
+
     for loc_start, loc_end in dict.fromkeys((m.start, m.end) for m in mentions):
-        for node_id, node in graph.nodes.items():
-            if not (node.start < loc_end and loc_start < node.end):
-                continue
-            if node_id not in node_results:
-                node_results[node_id] = classify_node(graph, node_id, rules)
-            result = node_results[node_id]
+        inside = [
+            node_id
+            for node_id, node in graph.nodes.items()
+            if node.start < loc_end and loc_start < node.end
+        ]
+        results = [result_of(node_id) for node_id in inside]
+        if not any(results):
+            results = [result_of(head) for head in phrase_heads(graph, inside)]
+        for result in results:
             if result is None:
                 continue
             for mention, flag in zip(mentions, flags, strict=True):
@@ -116,3 +154,39 @@ def detect_sentence(
                     else:
                         flag.uncertainty = True
     return flags
+
+
+#: Relations inside a noun phrase, from a pre-modifier to the noun it modifies.
+NOUN_PHRASE_RELATIONS = frozenset({"compound", "amod", "det"})
+
+
+def phrase_heads(graph: DepGraph, inside: Sequence[str]) -> list[str]:
+    """Head nouns of the noun phrases a mention only modifies, outside the mention.
+
+    The rules anchor on the mention's own tokens, but a mention is often a pre-modifier: "the
+    heart" in "the heart size appears within normal limits", "consolidative" in "no
+    consolidative airspace opacities". The rules then see "the"/"heart" (two hops below the
+    predicate, which no rule reaches) while "size" is caught. The statement is about the whole
+    phrase, so when no rule fires on the mention itself its phrase head is asked instead,
+    climbing ``compound``/``amod``/``det`` edges. A mention that is itself a head is unaffected.
+    """
+    inside_set = set(inside)
+    heads: list[str] = []
+    for node_id in inside:
+        current, seen = node_id, {node_id}
+        while True:
+            governor = next(
+                (g for g, label in graph.inc[current].items() if label in NOUN_PHRASE_RELATIONS),
+                None,
+            )
+            if governor is None or governor in seen:
+                break
+            seen.add(governor)
+            current = governor
+        if (
+            current not in inside_set
+            and current not in heads
+            and graph.nodes[current].tag.startswith("NN")
+        ):
+            heads.append(current)
+    return heads

