@@ -1,20 +1,41 @@
-"""``medvill``: the model commands (typer). Each is also a DVC stage and a Python function."""
+"""``medvill``: the model commands (typer). Each is also a DVC stage and a Python function.
+
+Logging, errors, ``--verbose/--quiet`` and ``--version`` look and work as in ``medvill-prep``
+(:mod:`pipeline.console`). Choices are ``str`` Enums, so ``--help`` lists them and a typo is
+rejected with the list before any model code is imported.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from medvill import __version__
 from medvill.config import MASK_TYPES, load_params, profile_section
+from pipeline.console import add_app_options, info, str_enum, user_errors
+
+#: The downstream tasks (medvill.tasks.TASKS, which imports torch; a test keeps them equal).
+TASK_NAMES: tuple[str, ...] = ("classification", "retrieval", "vqa", "generation")
+#: The profiles params.yaml defines under pretrain.profiles and finetune.profiles (tested).
+PROFILE_NAMES: tuple[str, ...] = ("demo", "paper")
+Task = str_enum("Task", TASK_NAMES)
+Mask = str_enum("Mask", MASK_TYPES)
+Profile = str_enum("Profile", PROFILE_NAMES)
+#: What a command reports as ``error: …`` (exit 2) instead of a traceback: missing inputs,
+#: bad values, unknown names. ``--verbose`` logs the traceback too.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
 
 app = typer.Typer(
+    name="medvill",
     help="MedViLL model: tokenizer, pretraining, downstream fine-tuning and evaluation.",
     no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
+add_app_options(app, "medvill", __version__)
 
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", "-d", help="Dataset name: reads data/shards/<dataset>/.")
@@ -25,13 +46,14 @@ ParamsOpt = Annotated[
 RootOpt = Annotated[
     Path, typer.Option("--root", help="Project root that data/ and models/ are in.")
 ]
+TaskArg = Annotated[Task, typer.Argument(help="Downstream task.", show_default=False)]  # type: ignore[valid-type]
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _profile(params: dict[str, Any], block: str, chosen: Profile | None) -> str:  # type: ignore[valid-type]
+    """--profile, else ``<block>.profile`` in params.yaml (what DVC runs), else demo."""
+    if chosen is not None:
+        return str(chosen.value)
+    return str(params.get(block, {}).get("profile") or "demo")
 
 
 @app.command()
@@ -39,26 +61,26 @@ def tokenizer(
     dataset: DatasetOpt,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
-    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
 ) -> None:
     """Save the configured pretrained tokenizer (tokenizer.pretrained), or train a WordPiece
     vocabulary on the training-split reports when it is unavailable offline.
     Writes models/<dataset>/tokenizer/."""
     from medvill.tokenizer import build_tokenizer
 
-    _logging(verbose)
-    settings = load_params(root / params).get("tokenizer", {})
-    index = root / "data" / "shards" / dataset / "index.json"
-    _, origin = build_tokenizer(index, root / "models" / dataset / "tokenizer", settings)
-    typer.echo(f"tokenizer: {origin}")
+    with user_errors(*USER_ERRORS):
+        settings = load_params(root / params).get("tokenizer", {})
+        index = root / "data" / "shards" / dataset / "index.json"
+        _, origin = build_tokenizer(index, root / "models" / dataset / "tokenizer", settings)
+    info(f"tokenizer: {origin}")
 
 
 @app.command()
 def pretrain(
     dataset: DatasetOpt,
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="pretrain.profiles entry: demo or paper.")
-    ] = "demo",
+        Profile | None,  # type: ignore[valid-type]
+        typer.Option("--profile", "-p", help="pretrain.profiles entry. Default: pretrain.profile."),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -67,14 +89,11 @@ def pretrain(
         ),
     ] = False,
     mask: Annotated[
-        str | None,
-        typer.Option(
-            "--mask", help=f"Override the attention mask: one of {', '.join(MASK_TYPES)}."
-        ),
+        Mask | None,  # type: ignore[valid-type]
+        typer.Option("--mask", help="Override the profile's attention mask."),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
-    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
 ) -> None:
     """MLM + IRM pretraining from the train shards. Multi-GPU/multi-node: launch with
     `torchrun --nproc_per_node N -m medvill.cli pretrain ...` (DDP is picked up from torchrun's
@@ -83,16 +102,13 @@ def pretrain(
     from medvill.pretrain import Paths
     from medvill.pretrain import pretrain as run
 
-    _logging(verbose)
-    if mask is not None and mask not in MASK_TYPES:
-        raise typer.BadParameter(f"--mask must be one of {MASK_TYPES}")
-    section = profile_section(load_params(root / params), profile)
-    summary = run(section, Paths.for_dataset(dataset, root), resume=resume, mask_type=mask)
+    with user_errors(*USER_ERRORS):
+        values = load_params(root / params)
+        section = profile_section(values, _profile(values, "pretrain", profile))
+        mask_type = None if mask is None else str(mask.value)
+        summary = run(section, Paths.for_dataset(dataset, root), resume=resume, mask_type=mask_type)
     if summary:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
-
-
-TaskArg = Annotated[str, typer.Argument(help="classification | retrieval | vqa | generation")]
 
 
 def _finetune_profile(params: dict, profile: str, task: str) -> dict:
@@ -106,8 +122,9 @@ def finetune(
     task: TaskArg,
     dataset: DatasetOpt,
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="finetune.profiles entry: demo or paper.")
-    ] = "demo",
+        Profile | None,  # type: ignore[valid-type]
+        typer.Option("--profile", "-p", help="finetune.profiles entry. Default: finetune.profile."),
+    ] = None,
     pretrained: Annotated[
         Path | None,
         typer.Option(
@@ -116,19 +133,19 @@ def finetune(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
-    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
 ) -> None:
     """Fine-tune one downstream task from the pretrained checkpoint; writes
     models/<dataset>/<task>/final/ (safetensors, tokenizer, task.json, train.json)."""
     from medvill.tasks import settings_class, task_module
     from medvill.tasks.common import TaskPaths
 
-    _logging(verbose)
-    module = task_module(task)
-    section = _finetune_profile(load_params(root / params), profile, task)
-    settings = settings_class(task).from_dict(section)
-    info = module.finetune(TaskPaths(root, dataset), settings, pretrained)
-    typer.echo(json.dumps({k: v for k, v in info.items() if k != "answers"}, indent=2,
+    name = str(task.value)
+    with user_errors(*USER_ERRORS):
+        values = load_params(root / params)
+        section = _finetune_profile(values, _profile(values, "finetune", profile), name)
+        settings = settings_class(name).from_dict(section)
+        result = task_module(name).finetune(TaskPaths(root, dataset), settings, pretrained)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "answers"}, indent=2,
                           sort_keys=True))  # fmt: skip
 
 
@@ -148,17 +165,19 @@ def evaluate(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
-    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
 ) -> None:
-    """Evaluate a fine-tuned model on evaluate.split with evaluate.bootstrap resamples; writes
-    metrics.json, predictions.json and PNG plots (`medvill summary` then rebuilds
-    reports/summary.md; it is its own DVC stage, so evaluate never writes it)."""
+    """Evaluate a fine-tuned model on evaluate.split: mean ± std over evaluate.bootstrap
+    resamples, interval over evaluate.bootstrap_ci_resamples; writes metrics.json,
+    predictions.json and plots/ (curves as JSON/CSV, PNGs). `medvill summary` then rebuilds
+    reports/summary.md (its own DVC stage, so evaluate never writes it)."""
     from medvill.tasks import task_module
     from medvill.tasks.common import EvalSettings, TaskPaths
 
-    _logging(verbose)
-    settings = EvalSettings.from_params(load_params(root / params))
-    doc = task_module(task).evaluate(TaskPaths(root, dataset), settings, checkpoint, out)
+    with user_errors(*USER_ERRORS):
+        settings = EvalSettings.from_params(load_params(root / params))
+        doc = task_module(str(task.value)).evaluate(
+            TaskPaths(root, dataset), settings, checkpoint, out
+        )
     typer.echo(json.dumps({"metrics": doc["metrics"],
                            "inference_ms_per_sample": doc["inference_ms_per_sample"]},
                           indent=2, sort_keys=True))  # fmt: skip
@@ -181,8 +200,17 @@ def compare(
     from medvill.report import compare as run
     from medvill.tasks.common import EvalSettings, write_json
 
-    settings = EvalSettings.from_params(load_params(root / params))
-    result = run(task, a, b, settings.bootstrap, settings.seed, settings.confidence)
+    with user_errors(*USER_ERRORS):
+        settings = EvalSettings.from_params(load_params(root / params))
+        result = run(
+            str(task.value),
+            a,
+            b,
+            settings.bootstrap,
+            settings.seed,
+            settings.confidence,
+            settings.bootstrap_ci_resamples,
+        )
     if out is not None:
         write_json(result, out)
     typer.echo(json.dumps(result["metrics"], indent=2, sort_keys=True))
@@ -193,7 +221,9 @@ def summary(root: RootOpt = Path(".")) -> None:
     """Regenerate reports/summary.md from every reports/<dataset>/<task>/metrics.json."""
     from medvill.report import write_summary
 
-    typer.echo(str(write_summary(root)))
+    with user_errors(*USER_ERRORS):
+        path = write_summary(root)
+    typer.echo(str(path))
 
 
 def main() -> None:

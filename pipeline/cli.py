@@ -7,15 +7,14 @@ CLI, DVC and Python callers run exactly the same code.
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
+from pipeline import __version__
+from pipeline.console import add_app_options, fail, info, str_enum, user_errors
+from pipeline.datasets import ADAPTERS
 from pipeline.datasets.common import LayoutError
 from pipeline.outputs import check_writable, run_owned
 from pipeline.parallel import default_workers
@@ -36,6 +35,8 @@ STAGES: dict[str, str] = {
 #: A VQA-RAD release has questions, not reports: only the vqa stage applies (it runs the images
 #: stage on the release's images itself).
 VQA_ONLY_ADAPTER = "vqa_rad"
+#: ``--adapter`` choices: the report adapters plus the VQA-RAD release.
+Adapter = str_enum("Adapter", (*ADAPTERS, VQA_ONLY_ADAPTER))
 
 app = typer.Typer(
     name="medvill-prep",
@@ -49,7 +50,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+add_app_options(app, "medvill-prep", __version__)
 
 DatasetOpt = Annotated[
     str,
@@ -64,10 +65,8 @@ RawOpt = Annotated[
     typer.Option(help="Raw dataset root, overriding `raw` in params.yaml (e.g. data/raw/mimic)."),
 ]
 AdapterOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Adapter for a dataset not listed in params.yaml: sample, mimic_cxr, openi, vqa_rad."
-    ),
+    Adapter | None,  # type: ignore[valid-type]
+    typer.Option(help="Adapter for a dataset not listed in params.yaml."),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -83,24 +82,11 @@ WorkersOpt = Annotated[
 ParamsOpt = Annotated[Path, typer.Option(help="Parameter file.")]
 
 
-def _setup_logging() -> None:
-    if not logging.getLogger("medvill").handlers:
-        handler: logging.Handler = (
-            RichHandler(console=console, show_path=False)
-            if sys.stderr.isatty()
-            else logging.StreamHandler(sys.stderr)
-        )
-        if not sys.stderr.isatty():
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger("medvill").addHandler(handler)
-        logging.getLogger("medvill").setLevel(logging.INFO)
-
-
 def run_stages(
     stages: list[str],
     dataset: str,
     raw: Path | None = None,
-    adapter: str | None = None,
+    adapter: str | Adapter | None = None,  # type: ignore[valid-type]
     out: Path | None = None,
     workers: int = 0,
     params_path: Path = DEFAULT_PARAMS,
@@ -108,6 +94,7 @@ def run_stages(
     """Run ``stages`` in order for ``dataset``; returns each stage's stats."""
     params = load_params(params_path)
     if adapter is not None:
+        adapter = getattr(adapter, "value", adapter)  # the Enum member from the CLI → its name
         entries = dataset_entries(params)
         entries[dataset] = {**entries.get(dataset, {}), "adapter": adapter, "raw": str(raw or "")}
         params = {**params, "datasets": entries}
@@ -126,7 +113,7 @@ def run_stages(
         module = importlib.import_module(STAGES[stage])
         stats = run_owned(stage, module.run_stage, paths, params, n_workers)
         results.append(stats)
-        console.print(
+        info(
             f"[bold green]{stage}[/] {dataset}: {stats['in']} in → {stats['out']} out, "
             f"{stats['rejected']} rejected  ({paths.stage_dir(stage)})"
         )
@@ -134,12 +121,8 @@ def run_stages(
 
 
 def _invoke(stages: list[str], **kwargs: Any) -> None:
-    _setup_logging()
-    try:
+    with user_errors(LayoutError, FileNotFoundError, ValueError):
         run_stages(stages, **kwargs)
-    except (LayoutError, FileNotFoundError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=2) from error
 
 
 def _stage_command(name: str, doc: str, stages: tuple[str, ...] | None = None) -> None:
@@ -235,10 +218,8 @@ def label_reports_command(
     """
     from pipeline.labeler import label_reports_csv
 
-    _setup_logging()
     if not reports_csv.is_file():
-        console.print(f"[bold red]error:[/] {reports_csv} not found")
-        raise typer.Exit(code=2)
+        fail(f"{reports_csv} not found")
     count = label_reports_csv(
         reports_csv,
         output,
@@ -246,7 +227,7 @@ def label_reports_command(
         sections_to_extract=tuple(sections_to_extract or ()),
         extract_strict=extract_strict,
     )
-    console.print(f"labelled {count} reports → {output}")
+    info(f"labelled {count} reports → {output}")
 
 
 _stage_command("all", "Run every stage in order for one dataset.", tuple(STAGES))

@@ -40,6 +40,7 @@ from medvill.data import (
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.shardreader import MemberReader, SampleRef, sample_refs
 from medvill.tasks.common import (
+    PLOTS,
     EvalSettings,
     FinetuneSettings,
     InferenceTimer,
@@ -54,6 +55,7 @@ from medvill.tasks.common import (
     savefig,
     stack,
     train_loop,
+    write_curve,
     write_json,
 )
 from medvill.tokenizer import load_tokenizer
@@ -246,20 +248,19 @@ def predict(
 
 
 def compute_fn(pred: dict[str, Any]) -> Any:
-    """Metrics of a subset of the predictions (what the bootstrap and ``compare`` call)."""
+    """Metrics of resamples of the predictions given as (R, n) item weights (what the
+    bootstrap and ``compare`` call)."""
     scores = np.asarray(pred["scores"], dtype=float)
     targets = np.asarray(pred["targets"], dtype=float)
     valid = np.asarray(pred["valid"], dtype=bool)
     threshold = float(pred["threshold"])
 
-    def compute(idx: np.ndarray) -> dict[str, float]:
-        s, t, v = scores[idx], targets[idx], valid[idx]
-        per = M.per_label_auroc(t, s, CHEXPERT_LABELS, v)
-        defined = [x for x in per.values() if not np.isnan(x)]
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        per_label = M.per_label_auroc_resampled(targets, scores, valid, weights)
         return {
-            "micro_auroc": M.micro_auroc(t, s, v),
-            "micro_f1": M.micro_f1(t, s >= threshold, v),
-            "macro_auroc": float(np.mean(defined)) if defined else float("nan"),
+            "micro_auroc": M.micro_auroc_resampled(targets, scores, valid, weights),
+            "micro_f1": M.micro_f1_resampled(targets, scores >= threshold, valid, weights),
+            "macro_auroc": M.macro_average(per_label),
         }
 
     return compute
@@ -355,7 +356,12 @@ def evaluate(
     pred = predict(model, data, settings.batch_size, info["mask"], timer)
     pred["threshold"] = info["threshold"]
     boot = M.bootstrap(
-        compute_fn(pred), len(pred["keys"]), settings.bootstrap, settings.seed, settings.confidence
+        compute_fn(pred),
+        len(pred["keys"]),
+        settings.bootstrap,
+        settings.seed,
+        settings.confidence,
+        settings.bootstrap_ci_resamples,
     )
     per_label = M.per_label_auroc(pred["targets"], pred["scores"], CHEXPERT_LABELS, pred["valid"])
     doc = metrics_document(
@@ -383,8 +389,45 @@ def evaluate(
         },
         out / "predictions.json",
     )
-    plot_roc(pred, out / "roc.png")
+    write_curves(pred, out / PLOTS)
+    plot_roc(pred, out / PLOTS / "roc.png")
     return doc
+
+
+def write_curves(pred: dict[str, Any], folder: Path) -> None:
+    """The micro-averaged ROC and precision-recall curves over every valid (report, label)
+    cell, and those cells' actual vs predicted positivity at the chosen threshold (DVC's
+    confusion template), as DVC plot JSON."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    valid = np.asarray(pred["valid"], dtype=bool)
+    truth = np.asarray(pred["targets"], dtype=float)[valid] > 0.5
+    score = np.asarray(pred["scores"], dtype=float)[valid]
+    roc: list[dict[str, float]] = []
+    pr: list[dict[str, float]] = []
+    if np.unique(truth).size == 2:
+        fpr, tpr, thresholds = roc_curve(truth, score)
+        roc = [
+            {"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
+            for f, t, h in zip(fpr, tpr, thresholds, strict=True)
+        ]
+        precision, recall, thresholds = precision_recall_curve(truth, score)
+        pr = [
+            {"recall": float(r), "precision": float(p), "threshold": float(h)}
+            for r, p, h in zip(recall[:-1], precision[:-1], thresholds, strict=True)
+        ]
+    write_curve(folder / "roc.json", "roc", roc)
+    write_curve(folder / "precision_recall.json", "precision_recall", pr)
+    predicted = score >= float(pred["threshold"])
+    names = np.array(["negative", "positive"])
+    write_curve(
+        folder / "confusion.json",
+        "cells",
+        [
+            {"actual": a, "predicted": p}
+            for a, p in zip(names[truth.astype(int)], names[predicted.astype(int)], strict=True)
+        ],
+    )
 
 
 def plot_roc(pred: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,9 @@ Layout per dataset (static paths, so DVC's ``foreach`` can declare them):
 * fine-tuned model: ``models/<dataset>/<task>/final/`` (``save_pretrained`` safetensors +
   tokenizer + ``task.json`` with what the head needs, e.g. the threshold or answer vocabulary);
 * evaluation: ``reports/<dataset>/<task>/metrics.json`` (DVC metric), ``predictions.json``
-  (per-item outputs that ``medvill compare`` pairs up) and PNG plots.
+  (per-item outputs that ``medvill compare`` pairs up) and ``plots/``: curves as JSON/CSV (DVC
+  plots, declared with their templates in dvc.yaml, so ``dvc plots diff`` compares runs) with
+  PNG renderings beside them.
 
 Only safetensors and JSON are read; nothing is unpickled.
 """
@@ -131,9 +133,11 @@ def finetune_section(params: dict[str, Any], profile: str, task: str) -> dict[st
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """``evaluate`` block: bootstrap resamples (the paper: 30), their seed, the interval."""
+    """``evaluate`` block: resamples for the mean ± std (the paper: 30), resamples for the
+    percentile interval (≥ 1,000: 30 cannot resolve 2.5 % tails), their seed, the level."""
 
     bootstrap: int = 30
+    bootstrap_ci_resamples: int = 1000
     seed: int = 123
     confidence: float = 0.95
     split: str = "test"
@@ -398,6 +402,7 @@ def metrics_document(
         "metrics": {name: stats["value"] for name, stats in boot.items()},
         "bootstrap": {
             "resamples": settings.bootstrap,
+            "ci_resamples": settings.bootstrap_ci_resamples,
             "seed": settings.seed,
             "confidence": settings.confidence,
             "metrics": boot,
@@ -408,6 +413,15 @@ def metrics_document(
     if extra:
         doc.update(extra)
     return doc
+
+
+PLOTS = "plots"
+
+
+def write_curve(path: Path, name: str, rows: Sequence[dict[str, Any]]) -> None:
+    """A curve as DVC plot JSON: ``{name: [{field: value, ...}, ...]}`` (one dict per point;
+    the x/y fields and the template are chosen in dvc.yaml)."""
+    write_json({name: list(rows)}, path)
 
 
 def savefig(fig: Any, path: Path) -> None:

@@ -34,6 +34,7 @@ from medvill.model.heads import IGNORE_INDEX
 from medvill.model.masks import to_additive
 from medvill.model.medvill import MedViLLForPretraining
 from medvill.tasks.common import (
+    PLOTS,
     EvalSettings,
     FinetuneSettings,
     InferenceTimer,
@@ -51,6 +52,7 @@ from medvill.tasks.common import (
     savefig,
     stack,
     train_loop,
+    write_curve,
     write_json,
 )
 from medvill.tokenizer import load_tokenizer
@@ -380,20 +382,19 @@ def finetune(
 
 
 def compute_fn(pred: dict[str, Any]) -> Any:
-    """Perplexity, BLEU-1..4 and clinical efficacy (paper's and the release's) of a subset."""
+    """Perplexity, BLEU-1..4 and clinical efficacy (paper's and the release's) of resamples of
+    the reports, given as (R, n) report weights. Per-report sums are computed once here."""
     hyp_labels = np.array(pred["hyp_labels"], dtype=float)
     ref_labels = np.array(pred["ref_labels"], dtype=float)
-    nll = [np.asarray(x, dtype=float) for x in pred["nll"]]
+    per_report_ppl = M.report_perplexities([np.asarray(x, dtype=float) for x in pred["nll"]])
+    if np.isnan(per_report_ppl).all():
+        raise ValueError("no report with tokens to compute perplexity on")
+    bleu = M.bleu_statistics(pred["hypotheses"], pred["references"])
 
-    def compute(idx: np.ndarray) -> dict[str, float]:
-        out = {"perplexity": M.perplexity([nll[i] for i in idx])}
-        out.update(
-            M.bleu_scores(
-                [pred["hypotheses"][i] for i in idx], [pred["references"][i] for i in idx]
-            )
-        )
-        out.update(M.clinical_efficacy(hyp_labels[idx], ref_labels[idx]))
-        out.update(M.clinical_efficacy_release(hyp_labels[idx], ref_labels[idx]))
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"perplexity": M.perplexity_resampled(per_report_ppl, weights)}
+        out.update(M.bleu_resampled(bleu, weights))
+        out.update(M.clinical_efficacy_resampled(hyp_labels, ref_labels, weights))
         return out
 
     return compute
@@ -456,7 +457,12 @@ def evaluate(
         "ref_labels": ref_labels.tolist(),
     }
     boot = M.bootstrap(
-        compute_fn(pred), len(rows), settings.bootstrap, settings.seed, settings.confidence
+        compute_fn(pred),
+        len(rows),
+        settings.bootstrap,
+        settings.seed,
+        settings.confidence,
+        settings.bootstrap_ci_resamples,
     )
     doc = metrics_document(
         TASK,
@@ -475,8 +481,23 @@ def evaluate(
     )
     write_json(doc, out / "metrics.json")
     write_json(pred, out / "predictions.json")
-    plot_label_agreement(hyp_labels, ref_labels, out / "label_agreement.png")
+    write_label_agreement(hyp_labels, ref_labels, out / PLOTS / "label_agreement.json")
+    plot_label_agreement(hyp_labels, ref_labels, out / PLOTS / "label_agreement.png")
     return doc
+
+
+def write_label_agreement(hyp: np.ndarray, ref: np.ndarray, path: Path) -> None:
+    """Share of reports positive for each CheXpert label, generated vs reference (DVC plot)."""
+    write_curve(
+        path,
+        "labels",
+        [
+            {"label": name, "reference": float(r), "generated": float(h)}
+            for name, r, h in zip(
+                CHEXPERT_LABELS, (ref == 1).mean(axis=0), (hyp == 1).mean(axis=0), strict=True
+            )
+        ],
+    )
 
 
 def plot_label_agreement(hyp: np.ndarray, ref: np.ndarray, path: Path) -> None:

@@ -26,6 +26,7 @@ from medvill import metrics as M
 from medvill.data import text_spec_for
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.tasks.common import (
+    PLOTS,
     EvalSettings,
     FinetuneSettings,
     InferenceTimer,
@@ -46,6 +47,7 @@ from medvill.tasks.common import (
     write_json,
 )
 from medvill.tokenizer import load_tokenizer
+from pipeline.records import atomic_write_bytes
 from pipeline.taskfiles.common import FILE_SPLIT
 from pipeline.taskfiles.jsonl import read_task_file
 
@@ -227,14 +229,14 @@ def finetune(
 
 
 def compute_fn(pred: dict[str, Any]) -> Any:
-    """Metrics of a subset of the queries of one direction."""
+    """Metrics of resamples of the queries of one direction, given as (R, n) query weights."""
     results = [
         M.score_query(np.asarray(s), np.asarray(r, dtype=bool), K)
         for s, r in zip(pred["scores"], pred["relevant"], strict=True)
     ]
 
-    def compute(idx: np.ndarray) -> dict[str, float]:
-        return M.retrieval_metrics([results[i] for i in idx], K)
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return M.retrieval_metrics_resampled(results, weights, K)
 
     return compute
 
@@ -276,7 +278,12 @@ def evaluate(
         }
         predictions[direction] = pred
         stats = M.bootstrap(
-            compute_fn(pred), len(blocks), settings.bootstrap, settings.seed, settings.confidence
+            compute_fn(pred),
+            len(blocks),
+            settings.bootstrap,
+            settings.seed,
+            settings.confidence,
+            settings.bootstrap_ci_resamples,
         )
         boot.update({f"{direction}/{name}": value for name, value in stats.items()})
         timing[direction] = timer.ms_per_sample
@@ -291,8 +298,27 @@ def evaluate(
     )
     write_json(doc, out / "metrics.json")
     write_json(predictions, out / "predictions.json")
-    plot_ranks(predictions, out / "rank_histogram.png")
+    write_rank_histogram(predictions, out / PLOTS / "rank_histogram.csv")
+    plot_ranks(predictions, out / PLOTS / "rank_histogram.png")
     return doc
+
+
+def write_rank_histogram(predictions: dict[str, Any], path: Path) -> None:
+    """Queries per 0-based rank of the first positive, per direction, for every rank of the
+    blocks (DVC plot CSV: rank, i2r, r2i); Hit@K is the share at ranks below K."""
+    ranks = {
+        direction: [
+            M.first_positive_rank(np.asarray(s), np.asarray(r, dtype=bool))
+            for s, r in zip(predictions[direction]["scores"], predictions[direction]["relevant"],
+                            strict=True)
+        ]
+        for direction in DIRECTIONS
+    }  # fmt: skip
+    size = max(len(s) for d in DIRECTIONS for s in predictions[d]["scores"])
+    counts = {d: np.bincount(r, minlength=size) for d, r in ranks.items()}
+    lines = ["rank," + ",".join(DIRECTIONS)]
+    lines += [f"{k}," + ",".join(str(int(counts[d][k])) for d in DIRECTIONS) for k in range(size)]
+    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def plot_ranks(predictions: dict[str, Any], path: Path) -> None:

@@ -30,6 +30,7 @@ from medvill import metrics as M
 from medvill.data import text_spec_for
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.tasks.common import (
+    PLOTS,
     EvalSettings,
     FinetuneSettings,
     InferenceTimer,
@@ -44,6 +45,7 @@ from medvill.tasks.common import (
     save_finetuned,
     stack,
     train_loop,
+    write_curve,
     write_json,
 )
 from medvill.tokenizer import load_tokenizer
@@ -226,16 +228,16 @@ def finetune(
 
 
 def compute_fn(pred: dict[str, Any]) -> Any:
+    """Accuracies of resamples of the questions, given as (R, n) question weights."""
     targets = np.asarray(pred["target_scores"], dtype=float)
     predicted = np.asarray(pred["predicted"], dtype=int)
     kinds = list(pred["answer_types"])
-    chest = np.array([o.strip().upper() == "CHEST" for o in pred["organs"]])
+    chest = np.array([o.strip().upper() == "CHEST" for o in pred["organs"]], dtype=bool)
 
-    def compute(idx: np.ndarray) -> dict[str, float]:
-        out = M.vqa_accuracy(targets[idx], predicted[idx], [kinds[i] for i in idx])
-        sel = idx[chest[idx]]
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = M.vqa_accuracy_resampled(targets, predicted, kinds, weights)
         if chest.any():
-            sub = M.vqa_accuracy(targets[sel], predicted[sel], [kinds[i] for i in sel])
+            sub = M.vqa_accuracy_resampled(targets, predicted, kinds, weights, keep=chest)
             out.update({f"chest_{k}": v for k, v in sub.items()})
         return out
 
@@ -281,7 +283,12 @@ def evaluate(
         "predicted_answers": [files.answers[i] for i in predicted],
     }
     boot = M.bootstrap(
-        compute_fn(pred), len(data), settings.bootstrap, settings.seed, settings.confidence
+        compute_fn(pred),
+        len(data),
+        settings.bootstrap,
+        settings.seed,
+        settings.confidence,
+        settings.bootstrap_ci_resamples,
     )
     doc = metrics_document(
         TASK,
@@ -298,4 +305,13 @@ def evaluate(
     )
     write_json(doc, out / "metrics.json")
     write_json(pred, out / "predictions.json")
+    write_curve(
+        out / PLOTS / "accuracy.json",
+        "accuracy",
+        [
+            {"subset": name, "accuracy": value}
+            for name, value in doc["metrics"].items()
+            if value is not None and not np.isnan(value)
+        ],
+    )
     return doc

@@ -131,13 +131,117 @@ def test_clinical_efficacy_release_variant() -> None:
     assert got["ce_release_f1"] == pytest.approx(0.5)
 
 
+def _resample_rows(n_items: int, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    indices = M.resample_indices(n_items, rows, seed)
+    return indices, M.item_weights(indices, n_items)
+
+
+def test_item_weights_count_draws() -> None:
+    weights = M.item_weights(np.array([[0, 0, 2], [1, 2, 2]]), 4)
+    assert weights.tolist() == [[2, 0, 1, 0], [0, 1, 2, 0]]
+
+
+def test_resampled_classification_metrics_equal_the_plain_ones_on_resampled_data() -> None:
+    rng = np.random.default_rng(11)
+    n, labels = 40, 5
+    truth = (rng.random((n, labels)) > 0.6).astype(float)
+    # coarse scores so ties occur (AUROC counts them one half)
+    score = np.round(rng.random((n, labels)) * 4) / 4
+    valid = rng.random((n, labels)) > 0.15
+    valid[:, 4] = False  # a label with no valid cell: NaN, as the plain function
+    indices, weights = _resample_rows(n, 25, 2)
+    micro = M.micro_auroc_resampled(truth, score, valid, weights)
+    f1 = M.micro_f1_resampled(truth, score >= 0.5, valid, weights)
+    per = M.per_label_auroc_resampled(truth, score, valid, weights)
+    for r, idx in enumerate(indices):
+        assert micro[r] == pytest.approx(M.micro_auroc(truth[idx], score[idx], valid[idx]))
+        assert f1[r] == pytest.approx(M.micro_f1(truth[idx], score[idx] >= 0.5, valid[idx]))
+        plain = M.per_label_auroc(truth[idx], score[idx], list("abcde"), valid[idx])
+        np.testing.assert_allclose(per[r], list(plain.values()), equal_nan=True)
+    assert np.isnan(per[:, 4]).all()
+    # the full set is a row of ones
+    ones = np.ones((1, n))
+    assert M.micro_auroc_resampled(truth, score, valid, ones)[0] == pytest.approx(
+        M.micro_auroc(truth, score, valid)
+    )
+    # a one-class resample has no AUROC
+    only_negative = np.zeros((1, n))
+    only_negative[0, np.flatnonzero((truth[:, 0] == 0) & valid[:, 0])[:3]] = 1
+    assert np.isnan(M.weighted_auroc(truth[:, 0], score[:, 0], only_negative)[0])
+
+
+def test_resampled_retrieval_and_vqa_equal_the_plain_ones() -> None:
+    rng = np.random.default_rng(12)
+    results = [
+        M.QueryResult(int(rng.integers(0, 9)), int(rng.integers(0, 3)), 3) for _ in range(30)
+    ]
+    targets = rng.random((30, 6))
+    predicted = rng.integers(0, 6, 30)
+    kinds = list(rng.choice(["OPEN", "CLOSED"], 30))
+    indices, weights = _resample_rows(30, 20, 3)
+    ret = M.retrieval_metrics_resampled(results, weights)
+    vqa = M.vqa_accuracy_resampled(targets, predicted, kinds, weights)
+    for r, idx in enumerate(indices):
+        plain = M.retrieval_metrics([results[i] for i in idx])
+        assert {k: v[r] for k, v in ret.items()} == pytest.approx(plain)
+        plain = M.vqa_accuracy(targets[idx], predicted[idx], [kinds[i] for i in idx])
+        assert {k: v[r] for k, v in vqa.items()} == pytest.approx(plain)
+
+
+def test_resampled_generation_metrics_equal_nltk_and_the_plain_ones() -> None:
+    rng = np.random.default_rng(13)
+    words = [
+        "no",
+        "acute",
+        "cardiopulmonary",
+        "process",
+        "heart",
+        "size",
+        "is",
+        "normal",
+        "lungs",
+        "are",
+        "clear",
+    ]
+    hyps = [" ".join(rng.choice(words, int(rng.integers(0, 9)))) for _ in range(25)]
+    refs = [" ".join(rng.choice(words, int(rng.integers(3, 14)))) for _ in range(25)]
+    hyps[0] = refs[0]  # at least one long match, so BLEU-4 is not vanishing everywhere
+    values = np.array([1.0, 0.0, -1.0, np.nan])
+    hyp_labels = rng.choice(values, (25, 14))
+    ref_labels = rng.choice(values, (25, 14))
+    nll = [rng.random(int(rng.integers(0, 5))) for _ in range(25)]
+    nll[0] = rng.random(3)
+    indices, weights = _resample_rows(25, 15, 4)
+    stats = M.bleu_statistics(hyps, refs)
+    bleu = M.bleu_resampled(stats, weights)
+    ce = M.clinical_efficacy_resampled(hyp_labels, ref_labels, weights)
+    ppl = M.perplexity_resampled(M.report_perplexities(nll), weights)
+    for r, idx in enumerate(indices):
+        plain = M.bleu_scores([hyps[i] for i in idx], [refs[i] for i in idx])
+        for name, value in plain.items():
+            assert bleu[name][r] == pytest.approx(value, rel=1e-9, abs=1e-300)
+        plain = M.clinical_efficacy(hyp_labels[idx], ref_labels[idx])
+        plain |= M.clinical_efficacy_release(hyp_labels[idx], ref_labels[idx])
+        for name, value in plain.items():
+            assert ce[name][r] == pytest.approx(value, nan_ok=True)
+        if any(len(nll[i]) for i in idx):
+            assert ppl[r] == pytest.approx(M.perplexity([nll[i] for i in idx]))
+    # NLTK's rule: no unigram match at all is 0
+    none = M.bleu_statistics(["a b"], ["c d"])
+    assert M.bleu_resampled(none, np.ones((1, 1)))["bleu1"][0] == 0.0
+
+
+def _mean_of(x: np.ndarray):
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"mean": weights @ x / weights.sum(axis=1)}
+
+    return compute
+
+
 def test_bootstrap_is_seeded_and_brackets_the_value() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(1.0, 1.0, 200)
-
-    def compute(idx: np.ndarray) -> dict[str, float]:
-        return {"mean": float(x[idx].mean())}
-
+    compute = _mean_of(x)
     first = M.bootstrap(compute, len(x), n_resamples=200, seed=5)["mean"]
     again = M.bootstrap(compute, len(x), n_resamples=200, seed=5)["mean"]
     assert first == again
@@ -149,6 +253,53 @@ def test_bootstrap_is_seeded_and_brackets_the_value() -> None:
         M.bootstrap(compute, 0)
 
 
+def test_mean_std_from_30_resamples_interval_from_1000() -> None:
+    """The paper's mean ± std over 30 resamples, the interval over ≥ 1,000, each counted."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(0.0, 1.0, 50)
+    compute = _mean_of(x)
+    stats = M.bootstrap(compute, len(x), n_resamples=30, seed=7, ci_resamples=1000)["mean"]
+    assert stats["resamples"] == 30 and stats["ci_resamples"] == 1000
+    rows = M.resample_indices(len(x), 1000, 7)
+    values = x[rows].mean(axis=1)
+    # the first 30 of the 1,000 are exactly the 30 a 30-resample run draws
+    assert np.array_equal(rows[:30], M.resample_indices(len(x), 30, 7))
+    assert stats["mean"] == pytest.approx(values[:30].mean())
+    assert stats["std"] == pytest.approx(values[:30].std(ddof=1))
+    assert stats["ci_low"] == pytest.approx(np.percentile(values, 2.5))
+    assert stats["ci_high"] == pytest.approx(np.percentile(values, 97.5))
+    # fewer interval resamples than mean resamples is a configuration error
+    with pytest.raises(ValueError, match="bootstrap_ci_resamples"):
+        M.bootstrap(compute, len(x), n_resamples=30, ci_resamples=10)
+
+
+def test_bootstrap_of_1000_resamples_is_fast_on_a_large_set() -> None:
+    """Vectorised: 1,000 resamples of 1,000 items × 14 labels cost seconds, not minutes."""
+    import time
+
+    rng = np.random.default_rng(8)
+    truth = (rng.random((1000, 14)) > 0.7).astype(float)
+    score = rng.random((1000, 14))
+
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"auroc": M.micro_auroc_resampled(truth, score, None, weights)}
+
+    start = time.perf_counter()
+    stats = M.bootstrap(compute, 1000, n_resamples=30, seed=1, ci_resamples=1000)["auroc"]
+    assert time.perf_counter() - start < 60
+    assert stats["ci_resamples"] == 1000
+    assert stats["ci_low"] <= stats["value"] <= stats["ci_high"]
+
+
+def _accuracy_of(pred: np.ndarray, truth: np.ndarray):
+    correct = (pred == truth).astype(float)
+
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"accuracy": weights @ correct / weights.sum(axis=1)}
+
+    return compute
+
+
 def test_paired_bootstrap_detects_a_real_difference_only() -> None:
     rng = np.random.default_rng(4)
     truth = rng.integers(0, 2, 300)
@@ -157,16 +308,17 @@ def test_paired_bootstrap_detects_a_real_difference_only() -> None:
     bad = truth.copy()
     bad[:120] ^= 1  # 60 % correct
 
-    def acc(pred: np.ndarray):
-        return lambda idx: {"accuracy": float(np.mean(pred[idx] == truth[idx]))}
-
-    diff = M.paired_bootstrap(acc(bad), acc(good), len(truth), n_resamples=30, seed=1)
+    diff = M.paired_bootstrap(
+        _accuracy_of(bad, truth), _accuracy_of(good, truth), len(truth), n_resamples=30, seed=1
+    )
     assert diff["accuracy"]["difference"] == pytest.approx(0.3)
     assert diff["accuracy"]["p_bootstrap"] < 0.05 and diff["accuracy"]["p_ttest_paired"] < 1e-6
     # the paper's test: independent t-test on the two sets of 30 bootstrap values
     assert diff["accuracy"]["p_ttest_independent"] < 1e-6
-    assert diff["accuracy"]["resamples"] == 30
-    same = M.paired_bootstrap(acc(good), acc(good), len(truth), n_resamples=30, seed=1)
+    assert diff["accuracy"]["resamples"] == 30 and diff["accuracy"]["ci_resamples"] == 1000
+    same = M.paired_bootstrap(
+        _accuracy_of(good, truth), _accuracy_of(good, truth), len(truth), n_resamples=30, seed=1
+    )
     assert same["accuracy"]["difference"] == 0.0 and same["accuracy"]["p_bootstrap"] == 1.0
     assert same["accuracy"]["p_ttest_independent"] == 1.0
 
@@ -179,13 +331,12 @@ def test_independent_t_test_is_scipys_on_the_resample_values() -> None:
     a[:100] ^= 1
     b[:92] ^= 1  # b is right on 8 more items than a
 
-    def acc(pred: np.ndarray):
-        return lambda idx: {"accuracy": float(np.mean(pred[idx] == truth[idx]))}
-
-    result = M.paired_bootstrap(acc(a), acc(b), len(truth), n_resamples=30, seed=3)["accuracy"]
+    result = M.paired_bootstrap(
+        _accuracy_of(a, truth), _accuracy_of(b, truth), len(truth), n_resamples=30, seed=3
+    )["accuracy"]
     indices = M.resample_indices(len(truth), 30, 3)
-    va = np.array([acc(a)(i)["accuracy"] for i in indices])
-    vb = np.array([acc(b)(i)["accuracy"] for i in indices])
+    va = np.array([np.mean(a[i] == truth[i]) for i in indices])
+    vb = np.array([np.mean(b[i] == truth[i]) for i in indices])
     assert result["p_ttest_independent"] == pytest.approx(ttest_ind(vb, va).pvalue)
     assert result["p_ttest_paired"] == pytest.approx(ttest_rel(vb, va).pvalue)
     assert result["p_ttest_paired"] < result["p_ttest_independent"]

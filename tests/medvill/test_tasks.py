@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medvill import metrics as M
 from medvill.config import config_from_profile
 from medvill.model.medvill import MedViLLForPretraining
 from medvill.report import compare, summary_markdown, write_summary
@@ -187,8 +188,19 @@ def test_classification_finetune_lifts_auroc_then_evaluate_and_compare(project: 
     assert doc["metrics"]["micro_auroc"] > 0.8
     stats = doc["bootstrap"]["metrics"]["micro_f1"]
     assert stats["ci_low"] <= stats["ci_high"] and stats["resamples"] >= 1
+    # mean ± std over evaluate.bootstrap (8 here) resamples, the interval over 1,000
+    assert doc["bootstrap"]["resamples"] == 8 and doc["bootstrap"]["ci_resamples"] == 1000
+    assert stats["resamples"] <= 8 < stats["ci_resamples"] <= 1000
     assert doc["inference_ms_per_sample"]["classification"] > 0
-    assert (out / "roc.png").stat().st_size > 1000
+    assert (out / "plots" / "roc.png").stat().st_size > 1000
+    # DVC plot curves: ROC from (0, 0) to (1, 1), PR points, one confusion cell per valid cell
+    roc = json.loads((out / "plots" / "roc.json").read_text())["roc"]
+    assert (roc[0]["fpr"], roc[0]["tpr"], roc[-1]["fpr"], roc[-1]["tpr"]) == (0, 0, 1, 1)
+    pr = json.loads((out / "plots" / "precision_recall.json").read_text())["precision_recall"]
+    assert pr and all(0 <= p["precision"] <= 1 and 0 <= p["recall"] <= 1 for p in pr)
+    cells = json.loads((out / "plots" / "confusion.json").read_text())["cells"]
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(cells) == int(np.sum(predictions["valid"]))
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"]["micro_auroc"] == pytest.approx(doc["metrics"]["micro_auroc"])
     same = compare("classification", out, out, 8, 1)
@@ -196,6 +208,7 @@ def test_classification_finetune_lifts_auroc_then_evaluate_and_compare(project: 
     write_summary(project.root)
     text = (project.root / "reports" / "summary.md").read_text()
     assert "paper table II" in text and "0.980" in text and "ours: tiny" in text
+    assert "tiny: mean ± std over 8, 95 % interval over 1000 (seed 1)" in text
 
 
 def test_retrieval_end_to_end(project: TaskPaths) -> None:
@@ -209,6 +222,14 @@ def test_retrieval_end_to_end(project: TaskPaths) -> None:
     assert doc["queries"] == {"i2r": 6, "r2i": 6}
     pred = json.loads((project.reports("retrieval") / "predictions.json").read_text())
     assert len(pred["i2r"]["scores"][0]) == 6
+    # rank histogram (DVC plot CSV): one row per rank of the 6-candidate blocks, 6 queries each
+    lines = (project.reports("retrieval") / "plots" / "rank_histogram.csv").read_text().split()
+    assert lines[0] == "rank,i2r,r2i" and len(lines) == 1 + 6
+    rows = [[int(v) for v in line.split(",")] for line in lines[1:]]
+    assert sum(r[1] for r in rows) == sum(r[2] for r in rows) == 6
+    i2r = zip(pred["i2r"]["scores"], pred["i2r"]["relevant"], strict=True)
+    first_ranks = [M.first_positive_rank(np.array(s), np.array(r, bool)) for s, r in i2r]
+    assert [r[1] for r in rows] == np.bincount(first_ranks, minlength=6).tolist()
 
 
 def test_greedy_decoding_stops_at_sep_and_respects_max_length() -> None:
@@ -295,6 +316,10 @@ def test_generation_end_to_end(project: TaskPaths) -> None:
     assert {"bleu1", "bleu4", "ce_accuracy", "ce_f1"} <= set(metrics)
     pred = json.loads((project.reports("generation") / "predictions.json").read_text())
     assert len(pred["hypotheses"]) == 6 and len(pred["hyp_labels"][0]) == 14
+    agreement = json.loads(
+        (project.reports("generation") / "plots" / "label_agreement.json").read_text()
+    )["labels"]
+    assert len(agreement) == 14 and all(0 <= r["generated"] <= 1 for r in agreement)
 
 
 def test_checkpoints_load_through_auto_classes_without_warnings(
@@ -316,6 +341,10 @@ def test_vqa_end_to_end_and_bad_inputs(project: TaskPaths, tmp_path: Path) -> No
     doc = V.evaluate(project, EVAL)
     assert set(doc["metrics"]) >= {"open", "closed", "overall", "chest_open"}
     assert 0.0 <= doc["metrics"]["overall"] <= 1.0
+    bars = json.loads((project.reports("vqa") / "plots" / "accuracy.json").read_text())
+    assert {b["subset"]: b["accuracy"] for b in bars["accuracy"]}["overall"] == pytest.approx(
+        doc["metrics"]["overall"]
+    )
     test_entries = json.loads((project.vqa / "testset.json").read_text())
     chest = [e for e in test_entries if e["image_organ"] == "CHEST"]
     assert doc["questions"] == len(test_entries) > len(chest) > 0 and doc["organs"] == "ALL"

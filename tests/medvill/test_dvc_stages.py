@@ -1,0 +1,79 @@
+"""dvc.yaml's model stages: profiles are params and each downstream task is its own stage, so
+a parameter change re-runs only what reads it (checked on DVC's own parse of dvc.yaml)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+dvc_repo = pytest.importorskip("dvc.repo")
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = ("classification", "retrieval", "vqa", "generation")
+
+
+def _stages(tmp_path: Path, **profiles: str) -> dict[str, object]:
+    """DVC's resolved stages of this repo's dvc.yaml with params.yaml's profiles set."""
+    project = tmp_path / "project"
+    dvc_repo.Repo.init(str(project), no_scm=True)
+    shutil.copy2(REPO / "dvc.yaml", project / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for block, profile in profiles.items():
+        params[block]["profile"] = profile
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with dvc_repo.Repo(str(project)) as repo:
+        return {stage.name: stage for stage in repo.index.stages}
+
+
+def _params(stage: object) -> set[str]:
+    return {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+
+
+def _outs(stage: object) -> set[str]:
+    return {str(out.def_path) for out in stage.outs}
+
+
+def test_each_task_is_its_own_stage_depending_on_its_own_params(tmp_path: Path) -> None:
+    stages = _stages(tmp_path)
+    for task in TASKS:
+        finetune = stages[f"finetune@sample-{task}"]
+        assert finetune.cmd == f"medvill finetune {task} --dataset sample"  # profile from params
+        assert _params(finetune) == {"finetune.profile", f"finetune.profiles.demo.{task}"}
+        assert _outs(finetune) == {f"models/sample/{task}/final"}
+        evaluate = stages[f"evaluate@sample-{task}"]
+        assert evaluate.cmd == f"medvill evaluate {task} --dataset sample"
+        assert _params(evaluate) == {"evaluate"}
+        assert f"reports/sample/{task}/plots" in _outs(evaluate)
+    pretrain = stages["pretrain@sample"]
+    assert pretrain.cmd == "medvill pretrain --dataset sample"
+    assert _params(pretrain) == {"pretrain.profile", "pretrain.profiles.demo"}
+
+
+def test_switching_profile_switches_the_dependency(tmp_path: Path) -> None:
+    stages = _stages(tmp_path, pretrain="paper", finetune="paper")
+    assert _params(stages["pretrain@sample"]) == {"pretrain.profile", "pretrain.profiles.paper"}
+    assert _params(stages["finetune@sample-vqa"]) == {
+        "finetune.profile",
+        "finetune.profiles.paper.vqa",
+    }
+
+
+def test_curves_are_plots_with_templates() -> None:
+    """Every plot file an evaluation or pretraining writes is declared with a template."""
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    declared = {}
+    for entry in plots:
+        for name, spec in entry.items() if isinstance(entry, dict) else [(entry, None)]:
+            if spec is None:
+                declared[name] = "image"
+                continue
+            for path in spec["y"]:
+                declared[path] = spec["template"]
+    assert declared["models/sample/pretrain/metrics.csv"] == "linear"
+    assert declared["reports/sample/classification/plots/roc.json"] == "simple"
+    assert declared["reports/sample/classification/plots/precision_recall.json"] == "simple"
+    assert declared["reports/sample/classification/plots/confusion.json"] == "confusion"
+    assert declared["reports/sample/retrieval/plots/rank_histogram.csv"] == "linear"
