@@ -5,6 +5,8 @@ Backends (``label.backend`` in params.yaml):
 * ``chexpert`` — the offline CheXpert-compatible labeler in :mod:`pipeline.labeler`, run on the
   section the ``sections`` stage chose (or on the full report with ``label.text: full``). Each
   distinct text is labelled once, since studies with several images share one report.
+* ``chexpert_plus`` — the same labeler with our opt-in extra rules on top of the original's
+  (docs/labeler_fidelity.md); measured separately, never the default.
 * ``csv`` — precomputed labels, e.g. MIMIC-CXR's official ``mimic-cxr-2.0.0-chexpert.csv.gz``,
   joined on ``label.csv_key``. The official MIMIC labels were computed on the impression-first
   section choice of the MIMIC section parser, not on MedViLL's "longest" choice.
@@ -23,7 +25,9 @@ from pipeline.rawfiles import read_csv_table
 from pipeline.records import CHEXPERT_LABELS, read_parquet, require_columns
 from pipeline.stage import StageRun
 
-BACKENDS = ("chexpert", "csv")
+BACKENDS = ("chexpert", "chexpert_plus", "csv")
+#: Backends served by the built-in labeler (the rest read a table).
+LABELER_BACKENDS = ("chexpert", "chexpert_plus")
 VALUE_NAMES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
 
 
@@ -37,12 +41,12 @@ def _normalise_id(value: object) -> str:
     return text
 
 
-def labels_from_chexpert(texts: list[str], workers: int) -> pd.DataFrame:
+def labels_from_chexpert(texts: list[str], workers: int, backend: str = "chexpert") -> pd.DataFrame:
     """Label each distinct text once with the built-in labeler; rows align with ``texts``."""
     from pipeline.labeler import label_reports
 
     unique = sorted(set(texts))
-    labelled = label_reports(unique, workers=workers)
+    labelled = label_reports(unique, workers=workers, backend=backend)
     by_text = dict(
         zip(unique, labelled[list(CHEXPERT_LABELS)].itertuples(index=False), strict=True)
     )
@@ -91,8 +95,8 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     run = StageRun("label", paths.name, paths.stage_dir("label"))
     run.n_in = len(records)
 
-    if backend == "chexpert":
-        labels = labels_from_chexpert(records[text_column].astype(str).tolist(), workers)
+    if backend in LABELER_BACKENDS:
+        labels = labels_from_chexpert(records[text_column].astype(str).tolist(), workers, backend)
         keep = pd.Series(True, index=records.index)
         run.extra["labelled_texts"] = int(records[text_column].nunique())
     else:

@@ -83,3 +83,20 @@ def test_unknown_backend_is_refused(tmp_path: Path) -> None:
     _sections_records(paths, [{"image_id": "d1", "patient_id": "1"}])
     with pytest.raises(ValueError, match="label.backend"):
         run_stage(paths, {"label": {"backend": "negbio"}}, workers=1)
+
+
+@pytest.mark.parametrize(("backend", "pneumonia"), [("chexpert", 1.0), ("chexpert_plus", -1.0)])
+def test_label_backend_param_selects_the_labeler_rules(
+    tmp_path: Path, backend: str, pneumonia: float
+) -> None:
+    """``label.backend: chexpert_plus`` reaches the labeler: its extra uncertainty rule fires."""
+    paths = dataset_paths(tmp_path)
+    _sections_records(
+        paths,
+        [{"image_id": "d1", "patient_id": "p1", "text": "Clinical correlation for infection."}],
+    )
+    stats = run_stage(paths, {"label": {"backend": backend}}, workers=1)
+    out = read_parquet(paths.stage_dir("label") / "records.parquet")
+    assert stats["out"] == 1 and stats["backend"] == backend
+    assert out.loc[0, "Pneumonia"] == pneumonia
+    assert (out["label_source"] == backend).all()
