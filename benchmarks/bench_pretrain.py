@@ -93,7 +93,7 @@ def main() -> None:
     config = config_from_profile(demo, ids)
     train = TrainSettings.from_dict(demo["train"])
     settings = LoaderSettings(
-        batch_size=train.micro_batch_size, num_workers=train.num_workers,
+        batch_size=train.max_micro_batch_size, num_workers=train.num_workers,
         shuffle_buffer=train.shuffle_buffer, seed=train.seed, image_size=config.image_size,
         grid_cells=config.num_visual_features, num_sampled_visual=config.num_sampled_visual,
         mask_type=config.attention_mask_type,

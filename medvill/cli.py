@@ -92,6 +92,14 @@ def pretrain(
         Mask | None,  # type: ignore[valid-type]
         typer.Option("--mask", help="Override the profile's attention mask."),
     ] = None,
+    allow_random_init: Annotated[
+        bool,
+        typer.Option(
+            "--allow-random-init",
+            help="Start even when a require_pretrained profile's BERT/ImageNet weights are "
+            "missing (random initialisation).",
+        ),
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
@@ -106,7 +114,8 @@ def pretrain(
         values = load_params(root / params)
         section = profile_section(values, _profile(values, "pretrain", profile))
         mask_type = None if mask is None else str(mask.value)
-        summary = run(section, Paths.for_dataset(dataset, root), resume=resume, mask_type=mask_type)
+        summary = run(section, Paths.for_dataset(dataset, root), resume=resume,
+                      mask_type=mask_type, allow_random_init=allow_random_init)  # fmt: skip
     if summary:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
 

@@ -495,9 +495,14 @@ class PretrainShards(IterableDataset):
         }
 
 
-def make_loader(dataset: PretrainShards, seed: int) -> DataLoader:
+def make_loader(dataset: PretrainShards, seed: int, pin_memory: bool = False) -> DataLoader:
     """One epoch's ``DataLoader``. Its own seeded generator keeps the global torch RNG (used by
-    dropout) untouched, so a resumed run continues the same random stream."""
+    dropout) untouched, so a resumed run continues the same random stream.
+
+    Workers are not persistent: each epoch's workers must see that epoch's ``set_epoch``
+    (worker start-up is once per epoch, negligible next to an epoch). ``pin_memory`` (on for
+    CUDA) lets the trainer's ``non_blocking`` copies overlap with compute.
+    """
     workers = dataset.settings.num_workers
     return DataLoader(
         dataset,
@@ -506,6 +511,7 @@ def make_loader(dataset: PretrainShards, seed: int) -> DataLoader:
         generator=torch.Generator().manual_seed(seed + dataset.epoch),
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        pin_memory=pin_memory,
     )
 
 

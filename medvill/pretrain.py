@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from medvill.batchplan import BatchPlan, plan_batches
 from medvill.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -45,6 +47,7 @@ from medvill.data import (
     read_index,
     text_spec_for,
 )
+from medvill.device import PrecisionPolicy, default_device, policy_for, to_device
 from medvill.model.heads import IGNORE_INDEX
 from medvill.model.medvill import MedViLLForPretraining, load_pretrained_parts
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
@@ -64,7 +67,9 @@ class TrainSettings:
     seed: int = 123
     epochs: int = 50
     global_batch_size: int = 128
-    micro_batch_size: int = 32  # per device; accumulation = global / (micro × world)
+    # Largest micro-batch one device holds; the plan (micro × ranks × accumulation = global)
+    # is derived per launch (medvill/batchplan.py), so any GPU count trains the same batch.
+    max_micro_batch_size: int = 32
     lr: float = 1e-5
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -87,6 +92,11 @@ class TrainSettings:
     text_weights: str = "bert-base-uncased"  # local dir or hub id; "" = random init
     imagenet: bool = True  # torchvision ImageNet weights for the backbone when obtainable
     tensorboard: bool = True
+    # Refuse to start from random weights when text_weights / imagenet cannot be loaded (the
+    # paper profile: a random-init "paper" run wastes GPU days); --allow-random-init overrides.
+    require_pretrained: bool = False
+    ddp_timeout_s: int = 1800  # a rank waiting this long in a collective fails with a message
+    compile: bool = False  # torch.compile the model (CUDA; first steps are slow while it compiles)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
@@ -132,18 +142,29 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (or reuse an existing one)."""
+def init_distributed(timeout_s: int = 1800) -> Dist:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (or reuse an existing one).
+
+    ``Dist.device`` is both where this rank computes and the device of every tensor handed
+    to a collective: NCCL (CUDA) refuses CPU tensors, gloo (CPU) runs on the CPU.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
+    device = default_device(local_rank)
     if dist.is_available() and dist.is_initialized():
         return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device, False)
     if world > 1:
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        except Exception as error:
+            raise RuntimeError(
+                f"could not join the {backend} process group (rank {os.environ.get('RANK')} "
+                f"of {world}, MASTER_ADDR={os.environ.get('MASTER_ADDR')}, "
+                f"MASTER_PORT={os.environ.get('MASTER_PORT')}, timeout {timeout_s} s): {error}. "
+                "Check that every node runs the same torchrun command with the same "
+                "--rdzv-endpoint and that the port is reachable between nodes."
+            ) from error
         return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device, True)
     return Dist(device=device)
 
@@ -163,20 +184,32 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _autocast(precision: str, device: torch.device) -> tuple[Any, bool]:
-    """(autocast context factory, use GradScaler). Mixed precision only on CUDA."""
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext, False
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
-
-
-def _all_reduce(values: torch.Tensor, op: Any = None) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+def _all_reduce(values: torch.Tensor, ddp: Dist, op: Any = None) -> torch.Tensor:
+    """Sum (or ``op``) over ranks in place. The tensor must live on the group's device: a CPU
+    tensor in an NCCL group fails deep inside NCCL ('No backend type associated with device
+    type cpu'), so it fails here first, naming both devices."""
+    if values.device != ddp.device:
+        raise RuntimeError(
+            f"collective on a {values.device} tensor in a process group on {ddp.device}"
+        )
+    if ddp.world > 1 and dist.is_available() and dist.is_initialized():
+        try:
+            dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+        except Exception as error:  # NCCL errors and timeouts: say which rank and what
+            raise RuntimeError(
+                f"rank {ddp.rank}/{ddp.world}: all_reduce failed ({error}). A timeout usually "
+                "means another rank crashed or is stuck: look at the first error in the other "
+                "ranks' logs; set NCCL_DEBUG=INFO for NCCL's own diagnosis."
+            ) from error
     return values
+
+
+def _every_rank_has_full_step(full: bool, ddp: Dist) -> bool:
+    """True when every rank has all micro-batches of the next step (one ran dry = epoch end)."""
+    if ddp.world == 1:
+        return full
+    have = torch.tensor([1.0 if full else 0.0], device=ddp.device)
+    return bool(_all_reduce(have, ddp, dist.ReduceOp.MIN).item() >= 1)
 
 
 class MetricsLog:
@@ -239,17 +272,20 @@ def pretrain(
     mask_type: str | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
+    allow_random_init: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) pretraining; returns the summary also written to ``metrics.json``.
 
     ``profile`` is a ``pretrain.profiles.<name>`` block: ``model`` (MedViLLConfig fields) and
     ``train`` (:class:`TrainSettings`). ``on_step(step, row)`` is called after each optimizer
     step on every rank (tests use it to stop a run as a crash would).
+    ``allow_random_init`` lets a ``require_pretrained`` profile start without its weights.
     """
     settings = TrainSettings.from_dict(profile.get("train", {}))
-    ddp = init_distributed()
+    ddp = init_distributed(settings.ddp_timeout_s)
     try:
-        return _run(profile, settings, paths, resume, mask_type, on_step, show_progress, ddp)
+        return _run(profile, settings, paths, resume, mask_type, on_step, show_progress, ddp,
+                    allow_random_init)  # fmt: skip
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
@@ -264,16 +300,14 @@ def _run(
     on_step: Callable[[int, dict[str, float]], None] | None,
     show_progress: bool,
     ddp: Dist,
+    allow_random_init: bool = False,
 ) -> dict[str, Any]:
     out = Path(paths.out)
     out.mkdir(parents=True, exist_ok=True)
-    per_step = settings.micro_batch_size * ddp.world
-    if settings.global_batch_size % per_step:
-        raise ValueError(
-            f"global_batch_size {settings.global_batch_size} is not a multiple of "
-            f"micro_batch_size × world = {per_step}"
-        )
-    accumulation = settings.global_batch_size // per_step
+    plan = plan_batches(settings.global_batch_size, ddp.world, settings.max_micro_batch_size)
+    accumulation = plan.accumulation
+    if ddp.main:
+        print(f"batch plan: {plan.describe()}", flush=True)
 
     tokenizer = load_tokenizer(paths.tokenizer)
     model_fields = dict(profile.get("model", {}))
@@ -286,18 +320,20 @@ def _run(
     if checkpoint is not None:
         model = MedViLLForPretraining.from_pretrained(str(checkpoint))
         state = load_trainer_state(checkpoint)
-        if int(state["world"]) != ddp.world or int(state["num_workers"]) != settings.num_workers:
-            raise ValueError(
-                f"{checkpoint} was written with world={state['world']}, "
-                f"num_workers={state['num_workers']}; resume with the same values"
-            )
+        check_resume_plan(checkpoint, state, plan, settings.num_workers)
         log.info("resuming from %s (step %d)", checkpoint, state["step"])
     else:
         model = MedViLLForPretraining(config)
         origin = load_pretrained_parts(model, settings.text_weights, settings.imagenet)
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
+        check_initialisation(origin, settings, allow_random_init)
         state = None
     model.to(ddp.device)
+    if ddp.device.type == "cuda":
+        # cuDNN picks the fastest convolution for the fixed input shape; NHWC is what tensor
+        # cores read without transposes.
+        torch.backends.cudnn.benchmark = True
+        model.medvill.visual_backbone.to(memory_format=torch.channels_last)
     model.train()
 
     shards = read_index(paths.index, "train")
@@ -307,7 +343,7 @@ def _run(
     else:
         log.warning("no IRM negatives file at %s: every pair is matched", paths.negatives)
     loader_settings = LoaderSettings(
-        batch_size=settings.micro_batch_size,
+        batch_size=plan.micro_batch_size,
         accumulation=accumulation,
         num_workers=settings.num_workers,
         shuffle_buffer=settings.shuffle_buffer,
@@ -348,13 +384,14 @@ def _run(
         lr=settings.lr,
         betas=settings.adam_betas,
         eps=settings.adam_eps,
+        fused=ddp.device.type == "cuda",  # one kernel for all parameters instead of ~10 each
     )
     warmup = round(settings.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(settings.schedule, warmup, total_steps)
     )
-    autocast, use_scaler = _autocast(settings.precision, ddp.device)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    precision = policy_for(settings.precision, ddp.device)
+    scaler = precision.scaler()
 
     step, epoch, consumed = 0, 0, 0
     if state is not None:
@@ -372,29 +409,29 @@ def _run(
         wrapped = DistributedDataParallel(
             model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
         )
+    if settings.compile:
+        wrapped = torch.compile(wrapped)
 
     metrics = MetricsLog(out, step, settings.tensorboard) if ddp.main else None
     progress = _progress(total_steps, step, show_progress and ddp.main)
     start_time = time.perf_counter()
     log.info(
-        "pretraining: %d samples, %d steps/epoch, %d steps total, global batch %d "
-        "(%d × %d ranks × %d accumulation), mask %s, device %s",
-        shards.total, steps_per_epoch, total_steps, settings.global_batch_size,
-        settings.micro_batch_size, ddp.world, accumulation, config.attention_mask_type,
-        ddp.device,
+        "pretraining: %d samples, %d steps/epoch, %d steps total, %s, mask %s, device %s, "
+        "precision %s",
+        shards.total, steps_per_epoch, total_steps, plan.describe(),
+        config.attention_mask_type, ddp.device, precision.name,
     )  # fmt: skip
     try:
         while step < total_steps and epoch < settings.epochs:
             dataset.set_epoch(epoch, consumed)
-            batches = iter(make_loader(dataset, settings.seed))
+            batches = iter(make_loader(dataset, settings.seed, ddp.device.type == "cuda"))
             while consumed < micro_per_epoch and step < total_steps:
                 tick = time.perf_counter()
                 micro = [b for _, b in zip(range(accumulation), batches, strict=False)]
-                have = torch.tensor([1.0 if len(micro) == accumulation else 0.0])
-                if _all_reduce(have, dist.ReduceOp.MIN if ddp.world > 1 else None).item() < 1:
+                if not _every_rank_has_full_step(len(micro) == accumulation, ddp):
                     log.warning("epoch %d ended early (a rank ran out of samples)", epoch)
                     break
-                row = _train_step(wrapped, micro, optimizer, scheduler, scaler, autocast,
+                row = _train_step(wrapped, micro, optimizer, scheduler, scaler, precision,
                                   settings, ddp)  # fmt: skip
                 step += 1
                 consumed += accumulation
@@ -417,7 +454,7 @@ def _run(
                     )  # fmt: skip
                 if step % settings.save_every_steps == 0 or step == total_steps:
                     _save(out, step, epoch, consumed, model, tokenizer, optimizer, scheduler,
-                          scaler, settings, ddp)  # fmt: skip
+                          scaler, settings, plan, ddp)  # fmt: skip
                 if on_step is not None:
                     on_step(step, row)
             del batches
@@ -446,41 +483,53 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: Any,
-    autocast: Any,
+    precision: PrecisionPolicy,
     settings: TrainSettings,
     ddp: Dist,
 ) -> dict[str, float]:
-    """One optimizer step over ``len(micro)`` micro-batches; returns global-batch metrics."""
+    """One optimizer step over ``len(micro)`` micro-batches; returns global-batch metrics.
+
+    Every tensor that meets the other ranks lives on ``ddp.device``; the only host sync is
+    the one read of the step's metrics at the end (none per micro-batch).
+    """
+    # Label counts come from the host-side batches (no device sync), then cross the ranks.
     counts = torch.tensor(
         [
             float(sum(int((b["mlm_labels"] != IGNORE_INDEX).sum()) for b in micro)),
             float(sum(len(b["irm_labels"]) for b in micro)),
-        ]
+        ],
+        device=ddp.device,
     )
-    counts = _all_reduce(counts)
+    counts = _all_reduce(counts, ddp)
     # DDP averages gradients over ranks, hence the × world inside the normalisers.
-    mlm_norm = counts[0].item() / ddp.world
-    irm_norm = counts[1].item() / ddp.world
-    sums = torch.zeros(3)  # mlm, irm, irm correct
-    for index, batch in enumerate(micro):
-        sync = index == len(micro) - 1 or not isinstance(model, DistributedDataParallel)
-        context = contextlib.nullcontext() if sync else model.no_sync()
-        with context, autocast():
-            out = model(
-                images=batch["images"].to(ddp.device, non_blocking=True),
-                text_ids=batch["text_ids"].to(ddp.device),
-                text_valid=batch["text_valid"].to(ddp.device),
-                visual_cells=batch["visual_cells"].to(ddp.device),
-                mask_type=batch["mask_type"],
-                mlm_labels=batch["mlm_labels"].to(ddp.device),
-                irm_labels=batch["irm_labels"].to(ddp.device),
-                mlm_normalizer=mlm_norm,
-                irm_normalizer=irm_norm,
-            )
-        with context:
+    mlm_norm = counts[0] / ddp.world
+    irm_norm = counts[1] / ddp.world
+    sums = torch.zeros(3, device=ddp.device)  # mlm, irm, irm correct
+    last = len(micro) - 1
+    for index, host_batch in enumerate(micro):
+        batch = to_device(host_batch, ddp.device)
+        images = batch["images"]
+        if ddp.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        # Gradients are all-reduced once per optimizer step: every micro-batch but the last
+        # runs forward *and* backward inside one no_sync() context (a fresh one each time).
+        sync = index == last or not isinstance(model, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with precision.autocast():
+                out = model(
+                    images=images,
+                    text_ids=batch["text_ids"],
+                    text_valid=batch["text_valid"],
+                    visual_cells=batch["visual_cells"],
+                    mask_type=batch["mask_type"],
+                    mlm_labels=batch["mlm_labels"],
+                    irm_labels=batch["irm_labels"],
+                    mlm_normalizer=mlm_norm,
+                    irm_normalizer=irm_norm,
+                )
             (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
-        correct = (out.irm_logits.argmax(-1).cpu() == batch["irm_labels"]).sum()
-        sums += torch.stack([out.mlm_loss.detach().cpu(), out.irm_loss.detach().cpu(),
+        correct = (out.irm_logits.argmax(-1) == batch["irm_labels"]).sum()
+        sums += torch.stack([out.mlm_loss.detach().float(), out.irm_loss.detach().float(),
                              correct.float()])  # fmt: skip
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -496,15 +545,62 @@ def _train_step(
     lr = scheduler.get_last_lr()[0]
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    sums = _all_reduce(sums)
-    mlm, irm = sums[0].item() / ddp.world, sums[1].item() / ddp.world
+    sums = _all_reduce(sums, ddp)
+    mlm_sum, irm_sum, correct_sum, irm_count = [*sums.tolist(), counts[1].item()]
+    mlm, irm = mlm_sum / ddp.world, irm_sum / ddp.world
     return {
         "loss": mlm + irm,
         "mlm_loss": mlm,
         "irm_loss": irm,
-        "irm_accuracy": sums[2].item() / max(counts[1].item(), 1.0),
+        "irm_accuracy": correct_sum / max(irm_count, 1.0),
         "lr": lr,
     }
+
+
+def check_resume_plan(
+    checkpoint: Path, state: dict[str, Any], plan: BatchPlan, num_workers: int
+) -> None:
+    """A resume must split the data the way the checkpoint's run did: same global batch,
+    ranks and loader workers (the data position and per-rank RNG states depend on them)."""
+    stored = state.get("batch_plan")
+    stored_plan = BatchPlan.from_dict(stored) if stored else None
+    same = (
+        int(state["world"]) == plan.world
+        and int(state["num_workers"]) == num_workers
+        and (stored_plan is None or stored_plan == plan)
+    )
+    if not same:
+        written = stored_plan.describe() if stored_plan else f"world={state['world']}"
+        raise ValueError(
+            f"{checkpoint} was written with {written}, num_workers={state['num_workers']}; "
+            f"this launch has {plan.describe()}, num_workers={num_workers}. Resume with the "
+            f"same number of ranks ({state['world']}), workers and batch settings."
+        )
+
+
+def check_initialisation(
+    origin: dict[str, str], settings: TrainSettings, allow_random_init: bool
+) -> None:
+    """Refuse a ``require_pretrained`` run whose configured weights could not be loaded."""
+    if not settings.require_pretrained or allow_random_init:
+        return
+    missing = []
+    if settings.text_weights and origin["text"] == "random":
+        missing.append(
+            f"text encoder weights {settings.text_weights!r} (put a local copy in the Hugging "
+            "Face cache or give train.text_weights a local directory)"
+        )
+    if settings.imagenet and origin["visual"] != "imagenet":
+        missing.append(
+            "ImageNet weights for the ResNet (torchvision's file in $TORCH_HOME/hub/checkpoints)"
+        )
+    if missing:
+        raise RuntimeError(
+            "this profile starts from pretrained weights, but these could not be loaded: "
+            + "; ".join(missing)
+            + ". Training from random initialisation would not reproduce the paper; pass "
+            "--allow-random-init to do it anyway."
+        )
 
 
 def _save(
@@ -518,6 +614,7 @@ def _save(
     scheduler: Any,
     scaler: Any,
     settings: TrainSettings,
+    plan: BatchPlan,
     ddp: Dist,
 ) -> None:
     """Checkpoint on rank 0 with every rank's RNG state (gathered), then a barrier."""
@@ -533,6 +630,7 @@ def _save(
             "consumed": consumed,
             "world": ddp.world,
             "num_workers": settings.num_workers,
+            "batch_plan": plan.as_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": states,

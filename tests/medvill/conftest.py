@@ -129,7 +129,7 @@ def tiny_profile() -> Any:
 def make_tiny_profile(**train: Any) -> dict[str, Any]:
     """hidden 32, 2 layers, 2 heads, ResNet-18 at 64² (2×2 grid, 3 sampled), 16 text tokens."""
     settings = {
-        "seed": 7, "epochs": 2, "global_batch_size": 4, "micro_batch_size": 4, "lr": 1e-3,
+        "seed": 7, "epochs": 2, "global_batch_size": 4, "max_micro_batch_size": 4, "lr": 1e-3,
         "warmup_ratio": 0.2, "num_workers": 0, "shuffle_buffer": 8, "save_every_steps": 2,
         "log_every_steps": 1, "text_weights": "", "imagenet": False, "tensorboard": False,
     }  # fmt: skip
