@@ -37,6 +37,7 @@ from medvill.data import (
     stream_sizes,
     text_spec_for,
 )
+from medvill.device import loader_options, to_device
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.shardreader import MemberReader, SampleRef, sample_refs
 from medvill.tasks.common import (
@@ -46,8 +47,10 @@ from medvill.tasks.common import (
     InferenceTimer,
     TaskPaths,
     encode_text,
+    inference_precision,
     load_model,
     metrics_document,
+    model_device,
     open_finetuned,
     pyplot,
     require_checkpoint,
@@ -195,9 +198,16 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _loader(dataset: LabelledShards, batch_size: int, workers: int, train: bool) -> DataLoader:
+def _loader(
+    dataset: LabelledShards, batch_size: int, workers: int, train: bool, device: torch.device
+) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers, drop_last=train
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=workers,
+        drop_last=train,
+        pin_memory=loader_options(device, workers)["pin_memory"],
     )
 
 
@@ -226,15 +236,19 @@ def predict(
 ) -> dict[str, Any]:
     """Sigmoid scores of every sample of a split, in shard order."""
     model.eval()
+    device = model_device(model)
+    precision = inference_precision(model)
     keys, scores, targets, valid = [], [], [], []
-    for batch in _loader(dataset, batch_size, 0, train=False):
+    for batch in _loader(dataset, batch_size, 0, train=False, device=device):
+        moved = to_device(batch, device)
 
-        def run(b: dict[str, Any] = batch) -> torch.Tensor:
-            return model(b["images"], b["text_ids"], b["text_valid"], mask)
+        def run(b: dict[str, Any] = moved) -> torch.Tensor:
+            with precision.autocast():
+                return model(b["images"], b["text_ids"], b["text_valid"], mask)
 
         logits = timer.time(run, len(batch["keys"])) if timer else run()
         keys += batch["keys"]
-        scores.append(torch.sigmoid(logits.float()).numpy())
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(batch["target"].numpy())
         valid.append(batch["valid"].numpy())
     if not keys:
@@ -288,14 +302,16 @@ def finetune(
     weight = None
     if settings.pos_weight:
         weight = torch.tensor(
-            np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32
+            np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0),
+            dtype=torch.float32,
+            device=model_device(model),
         )
     workers = max(settings.num_workers, 1)
     steps = sum(n // settings.batch_size for n in stream_sizes(train.shards.total, workers))
 
     def batches(epoch: int) -> Any:
         train.epoch = epoch
-        return _loader(train, settings.batch_size, settings.num_workers, train=True)
+        return _loader(train, settings.batch_size, settings.num_workers, True, model_device(model))
 
     def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
         logits = m(b["images"], b["text_ids"], b["text_valid"], settings.mask).float()
@@ -352,7 +368,7 @@ def evaluate(
         policy,
         shuffle=False,
     )
-    timer = InferenceTimer()
+    timer = InferenceTimer(model)
     pred = predict(model, data, settings.batch_size, info["mask"], timer)
     pred["threshold"] = info["threshold"]
     boot = M.bootstrap(
@@ -376,6 +392,7 @@ def evaluate(
             "per_label_auroc": per_label,
             "samples": len(pred["keys"]),
         },
+        device=timer.device,
     )
     write_json(doc, out / "metrics.json")
     write_json(

@@ -31,6 +31,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medvill.data import TextSpec, decode_image, text_block
+from medvill.device import (
+    PrecisionPolicy,
+    default_device,
+    device_label,
+    loader_options,
+    on_device,
+    policy_for,
+    synchronize,
+)
 from medvill.pretrain import lr_lambda
 from pipeline.records import atomic_write_bytes
 
@@ -108,6 +117,9 @@ class FinetuneSettings:
     # tests, since the ResNet's backward pass dominates a step. The paper trains layer2–4.
     train_backbone: bool = True
     log_every_steps: int = 10
+    # Same policy as pretraining (medvill/device.py): auto = bf16 autocast on CUDA with bf16,
+    # fp16 + GradScaler on older GPUs, fp32 on the CPU.
+    precision: str = "auto"
 
     @classmethod
     def from_dict(cls: type[S], data: dict[str, Any]) -> S:
@@ -209,8 +221,15 @@ def make_loader(
     shuffle: bool,
     seed: int,
     num_workers: int = 0,
+    device: torch.device | None = None,
 ) -> DataLoader:
-    """A map-style loader whose shuffle order depends only on ``seed``."""
+    """A map-style loader whose shuffle order depends only on ``seed``; batches for a CUDA
+    ``device`` come in pinned memory (the copy to the GPU is then asynchronous).
+
+    Workers are not persistent: every task builds each epoch's dataset anew (pairs, masks
+    and answers are drawn per epoch), and persistent workers would keep serving the old one.
+    """
+    options = loader_options(device or torch.device("cpu"), num_workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -218,7 +237,38 @@ def make_loader(
         collate_fn=collate,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
+        pin_memory=options["pin_memory"],
     )
+
+
+# --------------------------------------------------------------------------- device
+
+
+def task_device() -> torch.device:
+    """The device fine-tuning and evaluation run on: the GPU when there is one."""
+    return default_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s weights are (batches and new tensors must go there)."""
+    return next(model.parameters()).device
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device``; on CUDA with the ResNet in channels_last and cuDNN autotuning
+    (the fixed image size makes the benchmark pay off after the first batch)."""
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        backbone = getattr(getattr(model, "medvill", None), "visual_backbone", None)
+        if backbone is not None:
+            backbone.to(memory_format=torch.channels_last)
+    return model
+
+
+def inference_precision(model: torch.nn.Module) -> PrecisionPolicy:
+    """Evaluation runs in the precision training used on this device (``auto``)."""
+    return policy_for("auto", model_device(model))
 
 
 # --------------------------------------------------------------------------- training
@@ -239,6 +289,9 @@ def train_loop(
     torch.manual_seed(settings.seed)
     if not settings.train_backbone:
         model.medvill.visual_backbone.requires_grad_(False)
+    device = model_device(model)
+    precision = policy_for(settings.precision, device)
+    scaler = precision.scaler()
     total = steps_per_epoch * settings.epochs
     if settings.max_steps > 0:
         total = min(total, settings.max_steps)
@@ -249,20 +302,29 @@ def train_loop(
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ],
         lr=settings.lr,
+        fused=device.type == "cuda",
     )
     warmup = round(settings.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("linear", warmup, total))
     model.train()
+    log.info("%s: %d steps on %s, precision %s", name, total, device, precision.name)
     rows: list[dict[str, float]] = []
     step = 0
     start = time.perf_counter()
     for epoch in range(settings.epochs):
-        for batch in batches_for_epoch(epoch):
-            loss = loss_of(model, batch)
-            loss.backward()
+        for batch in on_device(batches_for_epoch(epoch), device):
+            with precision.autocast():
+                loss = loss_of(model, batch)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -350,19 +412,26 @@ def write_json(value: Any, path: Path) -> None:
 
 
 class InferenceTimer:
-    """Wall-clock model time per sample in milliseconds, as the paper's tables report."""
+    """Wall-clock model time per sample in milliseconds, as the paper's tables report, on the
+    device ``model`` is on (which is what the metrics' ``environment.device`` then names).
 
-    def __init__(self) -> None:
+    ``fn`` runs under the evaluation precision (:func:`inference_precision`); the device is
+    synchronised around it, so queued GPU work is counted where it belongs.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.device = model_device(model)
+        self.precision = inference_precision(model)
+        self._sync = synchronize(self.device)
         self.seconds = 0.0
         self.samples = 0
 
     def time(self, fn: Callable[[], Any], samples: int) -> Any:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        self._sync()
         start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        with self.precision.autocast():
+            result = fn()
+        self._sync()
         self.seconds += time.perf_counter() - start
         self.samples += samples
         return result
@@ -372,11 +441,11 @@ class InferenceTimer:
         return 1000.0 * self.seconds / self.samples if self.samples else float("nan")
 
 
-def environment() -> dict[str, Any]:
-    """Where the numbers were measured (inference time depends on it)."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were measured (inference time depends on it): the device the model
+    ran on, not merely one the machine has."""
     return {
-        "device": device,
+        "device": device_label(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -391,9 +460,11 @@ def metrics_document(
     settings: EvalSettings,
     timing: dict[str, float],
     extra: dict[str, Any] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.json`` layout shared by all tasks: headline values at the top level (what
-    ``dvc metrics show`` lists), the bootstrap detail under ``bootstrap``."""
+    ``dvc metrics show`` lists), the bootstrap detail under ``bootstrap``; ``device`` is
+    where the model ran (the timer's), the CPU when not given."""
     doc: dict[str, Any] = {
         "task": task,
         "dataset": dataset,
@@ -408,7 +479,7 @@ def metrics_document(
             "metrics": boot,
         },
         "inference_ms_per_sample": timing,
-        "environment": environment(),
+        "environment": environment(device or torch.device("cpu")),
     }
     if extra:
         doc.update(extra)
@@ -444,15 +515,17 @@ def pyplot() -> Any:
 
 
 def load_model(cls: Any, path: Path, **config_overrides: Any) -> Any:
-    """``cls.from_pretrained`` with transformers' loading report silenced: a task head that is
-    missing from a pretraining checkpoint (and the MLM head it does not use) is expected."""
+    """``cls.from_pretrained`` on :func:`task_device`, with transformers' loading report
+    silenced: a task head that is missing from a pretraining checkpoint (and the MLM head it
+    does not use) is expected."""
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return cls.from_pretrained(str(path), **config_overrides)
+        model = cls.from_pretrained(str(path), **config_overrides)
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+    return place_model(model, task_device())

@@ -44,6 +44,7 @@ from medvill.tasks.common import (
     load_model,
     make_loader,
     metrics_document,
+    model_device,
     open_finetuned,
     pyplot,
     require_checkpoint,
@@ -167,7 +168,7 @@ def greedy_decode(
     done = torch.zeros(batch, dtype=torch.bool)
     out: list[list[int]] = [[] for _ in range(batch)]
     for _ in range(max_length):
-        predicted = step(text).argmax(-1)
+        predicted = step(text).argmax(-1).cpu()  # one device→host copy per decoding step
         for b in range(batch):
             if not done[b]:
                 if int(predicted[b]) == sep_id:
@@ -191,7 +192,7 @@ def beam_decode(
     finished: list[tuple[list[int], float]] = []
     for _ in range(max_length):
         text = torch.tensor([[*seq, mask_id] for seq, _ in beams], dtype=torch.long)
-        logp = F.log_softmax(step(text).float(), dim=-1)
+        logp = F.log_softmax(step(text).float(), dim=-1).cpu()
         candidates: list[tuple[list[int], float]] = []
         for (seq, score), row in zip(beams, logp, strict=True):
             values, tokens = row.topk(beam_width)
@@ -232,9 +233,11 @@ class Decoder:
 
     @torch.no_grad()
     def step(self, text_ids: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of the last text slot; ``rows`` picks images for a batch of beams."""
+        """Logits of the last text slot; ``rows`` picks images for a batch of beams. The
+        decoding loops build ``text_ids`` on the host: they move to the model's device here."""
         enc, config = self.model.medvill, self.model.config
-        visual = self.visual if rows is None else self.visual[rows]
+        text_ids = text_ids.to(self.cells.device, non_blocking=True)
+        visual = self.visual if rows is None else self.visual[rows.to(self.cells.device)]
         embeds, positions, types = joint_inputs(
             config, enc.bert.embeddings.word_embeddings, visual, self.cells, text_ids
         )
@@ -353,9 +356,8 @@ def finetune(
         data = ReportDataset(
             images, texts, tokenizer, spec, model.config.image_size, settings, epoch
         )
-        loader = make_loader(
-            data, settings.batch_size, collate, True, settings.seed + epoch, settings.num_workers
-        )
+        loader = make_loader(data, settings.batch_size, collate, True, settings.seed + epoch,
+                             settings.num_workers, model_device(model))  # fmt: skip
         return (b for b in loader if len(b["index"]) == settings.batch_size)
 
     def loss_of(m: Any, b: dict[str, Any]) -> torch.Tensor:
@@ -427,20 +429,22 @@ def evaluate(
         GenerationSettings(),
         train=False,
     )
-    timer = InferenceTimer()
+    timer = InferenceTimer(model)
     hyps: list[str] = [""] * len(rows)
     refs: list[str] = [""] * len(rows)
     nll: list[list[float]] = [[] for _ in rows]
-    for batch in make_loader(data, settings.batch_size, collate, shuffle=False, seed=0):
+    loader = make_loader(data, settings.batch_size, collate, False, 0, device=timer.device)
+    for batch in loader:
+        images = batch["images"].to(timer.device, non_blocking=True)
         ids = timer.time(
-            lambda b=batch: generate(model, b["images"], max_length, beam_width),
-            len(batch["index"]),
+            lambda x=images: generate(model, x, max_length, beam_width), len(batch["index"])
         )
         targets = [
             [int(t) for t, v in zip(row, valid, strict=True) if v and int(t) != spec.sep_id]
             for row, valid in zip(batch["text_ids"], batch["text_valid"], strict=True)
         ]
-        losses = reference_nll(model, batch["images"], targets)
+        with timer.precision.autocast():
+            losses = reference_nll(model, images, targets)
         for j, i in enumerate(batch["index"]):
             hyps[i] = tokenizer.decode(ids[j], skip_special_tokens=True)
             refs[i] = tokenizer.decode(targets[j], skip_special_tokens=True)
@@ -478,6 +482,7 @@ def evaluate(
             "bleu": "nltk corpus_bleu",
             "mean_generated_tokens": float(np.mean([len(h.split()) for h in hyps])),
         },
+        device=timer.device,
     )
     write_json(doc, out / "metrics.json")
     write_json(pred, out / "predictions.json")

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from medvill import metrics as M
 from medvill.data import text_spec_for
+from medvill.device import to_device
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.tasks.common import (
     PLOTS,
@@ -32,10 +33,12 @@ from medvill.tasks.common import (
     InferenceTimer,
     TaskPaths,
     encode_text,
+    inference_precision,
     load_image_file,
     load_model,
     make_loader,
     metrics_document,
+    model_device,
     open_finetuned,
     pyplot,
     require_checkpoint,
@@ -177,14 +180,18 @@ def score_pairs(
 ) -> np.ndarray:
     """softmax(logits)[:, matched] of every pair, in order."""
     model.eval()
+    device = model_device(model)
+    precision = inference_precision(model)
     scores = []
-    for batch in make_loader(data, batch_size, collate, shuffle=False, seed=0):
+    for batch in make_loader(data, batch_size, collate, shuffle=False, seed=0, device=device):
+        moved = to_device(batch, device)
 
-        def run(b: dict[str, Any] = batch) -> torch.Tensor:
-            return model(b["images"], b["text_ids"], b["text_valid"], mask)
+        def run(b: dict[str, Any] = moved) -> torch.Tensor:
+            with precision.autocast():
+                return model(b["images"], b["text_ids"], b["text_valid"], mask)
 
         logits = timer.time(run, len(batch["labels"])) if timer else run()
-        scores.append(torch.softmax(logits.float(), dim=-1)[:, 1].numpy())
+        scores.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
@@ -208,9 +215,8 @@ def finetune(
 
     def batches(epoch: int) -> Any:
         data = PairDataset(*training_pairs(rows, images, settings, epoch), tokenizer, spec, size)
-        loader = make_loader(
-            data, settings.batch_size, collate, True, settings.seed + epoch, settings.num_workers
-        )
+        loader = make_loader(data, settings.batch_size, collate, True, settings.seed + epoch,
+                             settings.num_workers, model_device(model))  # fmt: skip
         return (b for b in loader if len(b["labels"]) == settings.batch_size)
 
     def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
@@ -267,7 +273,7 @@ def evaluate(
         data = PairDataset(
             images, [r["text"] for r in rows], labels, tokenizer, spec, model.config.image_size
         )
-        timer = InferenceTimer()
+        timer = InferenceTimer(model)
         scores = score_pairs(model, data, settings.batch_size, info["mask"], timer)
         blocks = read_blocks(path, direction)
         query_key = "id" if prefix == "I2T" else "T_id"
@@ -295,6 +301,7 @@ def evaluate(
         settings,
         timing,
         {"queries": {d: len(predictions[d]["queries"]) for d in DIRECTIONS}},
+        device=model_device(model),
     )
     write_json(doc, out / "metrics.json")
     write_json(predictions, out / "predictions.json")

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from medvill import metrics as M
 from medvill.data import text_spec_for
+from medvill.device import to_device
 from medvill.model.medvill import MedViLLModel, MedViLLPreTrainedModel
 from medvill.tasks.common import (
     PLOTS,
@@ -40,6 +41,7 @@ from medvill.tasks.common import (
     load_model,
     make_loader,
     metrics_document,
+    model_device,
     open_finetuned,
     require_checkpoint,
     save_finetuned,
@@ -204,9 +206,8 @@ def finetune(
     data = QuestionDataset(files, tokenizer, spec, model.config.image_size)
 
     def batches(epoch: int) -> Any:
-        loader = make_loader(
-            data, settings.batch_size, collate, True, settings.seed + epoch, settings.num_workers
-        )
+        loader = make_loader(data, settings.batch_size, collate, True, settings.seed + epoch,
+                             settings.num_workers, model_device(model))  # fmt: skip
         return (b for b in loader if len(b["index"]) == settings.batch_size)
 
     def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
@@ -263,16 +264,18 @@ def evaluate(
     model = load_model(MedViLLForVQA, ckpt)
     spec = text_spec_for(tokenizer, model.config.max_text_tokens, info["mask"] == "noncross")
     data = QuestionDataset(files, tokenizer, spec, model.config.image_size)
-    timer = InferenceTimer()
+    timer = InferenceTimer(model)
     predicted = np.zeros(len(data), dtype=int)
     model.eval()
+    loader = make_loader(data, settings.batch_size, collate, False, 0, device=timer.device)
     with torch.no_grad():
-        for batch in make_loader(data, settings.batch_size, collate, shuffle=False, seed=0):
+        for batch in loader:
+            moved = to_device(batch, timer.device)
             logits = timer.time(
-                lambda b=batch: model(b["images"], b["text_ids"], b["text_valid"], info["mask"]),
+                lambda b=moved: model(b["images"], b["text_ids"], b["text_valid"], info["mask"]),
                 len(batch["index"]),
             )
-            predicted[batch["index"]] = logits.argmax(-1).numpy()
+            predicted[batch["index"]] = logits.argmax(-1).cpu().numpy()
     pred = {
         "task": TASK,
         "qids": [e["qid"] for e in files.entries],
@@ -302,6 +305,7 @@ def evaluate(
             "answers": len(files.answers),
             "organs": ", ".join(sorted(organs)) or "ALL",
         },
+        device=timer.device,
     )
     write_json(doc, out / "metrics.json")
     write_json(pred, out / "predictions.json")

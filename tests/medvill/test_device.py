@@ -78,3 +78,28 @@ def test_loader_options_pin_memory_only_for_cuda_and_keep_workers():
 
 def test_timing_label_of_a_cpu_run_is_cpu():
     assert device_label(torch.device("cpu")) == "cpu"
+
+
+def test_a_task_batch_moves_whole_to_the_device():
+    """Classification's collated batch (what train_loop and predict move) leaves nothing
+    behind on the host but its keys."""
+    import numpy as np
+
+    from medvill.tasks.classification import collate
+
+    items = [
+        {
+            "key": f"k{i}",
+            "image": torch.zeros(3, 8, 8),
+            "text_ids": np.arange(6, dtype=np.int64),
+            "text_valid": np.ones(6, dtype=bool),
+            "target": np.zeros(14, dtype=np.float32),
+            "valid": np.ones(14, dtype=bool),
+        }
+        for i in range(2)
+    ]
+    moved = to_device(collate(items), torch.device("meta"))
+    tensors = {k: v for k, v in moved.items() if isinstance(v, torch.Tensor)}
+    assert set(tensors) == {"images", "text_ids", "text_valid", "target", "valid"}
+    assert {v.device.type for v in tensors.values()} == {"meta"}
+    assert moved["keys"] == ["k0", "k1"]
