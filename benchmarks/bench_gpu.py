@@ -1,0 +1,194 @@
+"""Pretraining throughput on the GPU at the paper's shapes, and how close it is to the chip.
+
+    python benchmarks/bench_gpu.py [--batch-size 128] [--steps 10] [--warmup 3] [--no-compile]
+
+Synthetic batches of the paper profile (512² images, 180 of 256 visual features, 253 report
+tokens + [SEP], 15 % MLM, half the pairs unmatched), bf16 autocast (fp16 + GradScaler where
+bf16 is missing: the trainer's policy), fused AdamW, one optimizer step per batch. Prints, for
+eager and ``torch.compile``: samples/s, TFLOP per sample (forward + backward, counted by
+PyTorch's FLOP counter on the real model, not estimated), model FLOP utilisation against the
+bf16 matmul peak this script measures first on the same GPU (8192³), and peak memory.
+
+Without CUDA it says so and exits 0 (CI runs it that way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import torch
+
+from medvill.config import MedViLLConfig, config_from_profile, load_params, profile_section
+from medvill.device import policy_for
+from medvill.model.medvill import MedViLLForPretraining
+
+PEAK_SIDE = 8192
+VOCAB = {
+    "vocab_size": 30522,
+    "pad_token_id": 0,
+    "unk_token_id": 100,
+    "cls_token_id": 101,
+    "sep_token_id": 102,
+    "mask_token_id": 103,
+}  # fmt: skip  (bert-base-uncased's ids)
+
+
+def synthetic_batch(
+    config: MedViLLConfig, batch_size: int, device: torch.device, seed: int = 0
+) -> dict[str, Any]:
+    """A pretraining micro-batch of the config's shapes: full-length reports, 15 % of the
+    tokens labelled for MLM, every other pair unmatched, one sorted visual subset."""
+    g = torch.Generator().manual_seed(seed)
+    slots = config.text_slots("bar")
+    first_word = min(1000, config.vocab_size // 2)  # past the special tokens
+    ids = torch.randint(first_word, config.vocab_size, (batch_size, slots), generator=g)
+    ids[:, -1] = config.sep_token_id
+    valid = torch.ones(batch_size, slots, dtype=torch.bool)
+    chosen = torch.rand(batch_size, slots, generator=g) < 0.15
+    chosen[:, -1] = False
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    inputs = torch.where(chosen, torch.full_like(ids, config.mask_token_id), ids)
+    cells = torch.randperm(config.num_visual_features, generator=g)[: config.num_sampled_visual]
+    batch = {
+        "images": torch.randn(batch_size, 3, config.image_size, config.image_size, generator=g),
+        "text_ids": inputs,
+        "text_valid": valid,
+        "visual_cells": torch.sort(cells).values,
+        "mask_type": config.attention_mask_type,
+        "mlm_labels": labels,
+        "irm_labels": torch.arange(batch_size) % 2,
+    }
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def loss_of(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    return model(
+        images=batch["images"],
+        text_ids=batch["text_ids"],
+        text_valid=batch["text_valid"],
+        visual_cells=batch["visual_cells"],
+        mask_type=batch["mask_type"],
+        mlm_labels=batch["mlm_labels"],
+        irm_labels=batch["irm_labels"],
+    ).loss
+
+
+def flops_per_sample(model: torch.nn.Module, batch: dict[str, Any]) -> float:
+    """Forward + backward FLOPs of one training step divided by the batch size, as PyTorch's
+    ``FlopCounterMode`` counts them (matmuls, convolutions, attention; frozen layers get no
+    weight-gradient FLOPs because they have none)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_of(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch["images"].shape[0]
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
+    """FLOP/s of a large square matmul: the practical ceiling of this GPU in ``dtype``."""
+    a = torch.randn(PEAK_SIDE, PEAK_SIDE, device=device, dtype=dtype)
+    b = torch.randn(PEAK_SIDE, PEAK_SIDE, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * PEAK_SIDE**3 * repeats / (time.perf_counter() - start)
+
+
+def time_training(
+    model: torch.nn.Module,
+    step_model: Any,
+    batch: dict[str, Any],
+    precision: Any,
+    steps: int,
+    warmup: int,
+) -> float:
+    """Samples/s of full optimizer steps (forward, backward, fused AdamW)."""
+    device = batch["images"].device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    scaler = precision.scaler()
+
+    def one_step() -> None:
+        with precision.autocast():
+            loss = loss_of(step_model, batch)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        one_step()
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    torch.cuda.synchronize(device)
+    return steps * batch["images"].shape[0] / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device on this machine; nothing to measure (run it on a GPU).")
+        return 0
+
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    precision = policy_for("auto", device)
+    name = torch.cuda.get_device_name(device)
+    peak = matmul_peak(device, precision.dtype or torch.float32)
+    print(f"device: {name}, precision {precision.name}, torch {torch.__version__}")
+    print(f"matmul peak ({PEAK_SIDE}³ {precision.name}): {peak / 1e12:.0f} TFLOP/s")
+
+    profile = profile_section(load_params(args.params), args.profile)
+    config = config_from_profile(profile, VOCAB)
+    model = MedViLLForPretraining(config).to(device).train()
+    model.medvill.visual_backbone.to(memory_format=torch.channels_last)
+    batch = synthetic_batch(config, args.batch_size, device)
+    batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+    small = synthetic_batch(config, 2, device)
+    with precision.autocast():
+        flops = flops_per_sample(model, small)
+    print(
+        f"shapes: batch {args.batch_size}, {config.image_size}², {config.num_sampled_visual} "
+        f"of {config.num_visual_features} visual features, {config.text_slots()} text slots; "
+        f"{flops / 1e12:.3f} TFLOP per sample (forward + backward)"
+    )
+    modes = [("eager", model)]
+    if not args.no_compile:
+        modes.append(("compiled", torch.compile(model)))
+    for mode, step_model in modes:
+        torch.cuda.reset_peak_memory_stats(device)
+        rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+        mfu = rate * flops / peak
+        memory = torch.cuda.max_memory_allocated(device) / 2**30
+        print(
+            f"{mode:>8}: {rate:8.1f} samples/s  {rate * flops / 1e12:6.1f} TFLOP/s  "
+            f"MFU {mfu:.2f}  peak memory {memory:.1f} GiB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

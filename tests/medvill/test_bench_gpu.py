@@ -1,0 +1,70 @@
+"""benchmarks/bench_gpu.py on a machine without CUDA, and its FLOP count on a tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.bench_gpu import flops_per_sample, synthetic_batch
+from medvill.config import MedViLLConfig
+from medvill.model.medvill import MedViLLForPretraining
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: it would benchmark")
+def test_without_cuda_it_says_so_and_exits_cleanly():
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_gpu.py", "--steps", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "no CUDA device" in run.stdout
+
+
+def tiny_config() -> MedViLLConfig:
+    return MedViLLConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, backbone="resnet18", image_size=64, num_sampled_visual=3,
+        max_text_tokens=16, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+
+
+def test_synthetic_batch_has_the_paper_layout():
+    config = tiny_config()
+    batch = synthetic_batch(config, 4, torch.device("cpu"))
+    slots = config.text_slots()
+    assert batch["images"].shape == (4, 3, 64, 64)
+    assert batch["text_ids"].shape == (4, slots)
+    assert batch["visual_cells"].tolist() == sorted(batch["visual_cells"].tolist())
+    assert len(batch["visual_cells"]) == 3
+    labelled = batch["mlm_labels"] != -100
+    assert (batch["text_ids"][labelled] == config.mask_token_id).all()
+    assert not labelled[:, -1].any()  # [SEP] is never a target
+    assert batch["irm_labels"].tolist() == [0, 1, 0, 1]
+
+
+def test_flop_count_is_per_sample_and_covers_the_encoder_training_flops():
+    """Counting is linear in the batch (per-sample value independent of batch size) and at
+    least the 6 × parameters × tokens of the encoder's linear layers (2 forward + 4 backward
+    per weight and token; the ResNet, attention scores and heads come on top)."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MedViLLForPretraining(config).train()
+    one = flops_per_sample(model, synthetic_batch(config, 1, torch.device("cpu")))
+    three = flops_per_sample(model, synthetic_batch(config, 3, torch.device("cpu")))
+    assert three == pytest.approx(one, rel=0.02)
+    tokens = config.num_sampled_visual + 2 + config.text_slots()
+    linear = sum(
+        m.weight.numel()
+        for m in model.medvill.bert.encoder.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    assert one >= 6 * linear * tokens
+    assert all(p.grad is None for p in model.parameters())  # the count leaves no gradients
