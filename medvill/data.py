@@ -42,6 +42,7 @@ from torchvision.transforms.v2 import functional as TF
 from medvill.model.heads import IGNORE_INDEX
 from medvill.model.masks import resolve_mask_type
 from medvill.shardreader import MemberReader, sample_refs
+from pipeline.members import ShardContents, read_member_index
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,22 @@ def log_and_continue(error: Exception) -> bool:
 
 @dataclass(frozen=True)
 class SplitShards:
-    """Shard files of one split (absolute paths) and their sample counts."""
+    """Shard files of one split (absolute paths), their sample counts and, when the shards
+    stage wrote one, the member index (``members.parquet``) that spares the header scans."""
 
     files: tuple[str, ...]
     samples: tuple[int, ...]
+    members: str | None = None
 
     @property
     def total(self) -> int:
         return sum(self.samples)
+
+    def contents(self) -> dict[str, ShardContents] | None:
+        """Where every member of these shards is, from the member index (None without one)."""
+        if self.members is None:
+            return None
+        return read_member_index(self.members, self.files)
 
 
 def read_index(index_path: Path | str, split: str) -> SplitShards:
@@ -82,7 +91,16 @@ def read_index(index_path: Path | str, split: str) -> SplitShards:
         raise KeyError(f"{path}: no split {split!r} (has {sorted(index.get('splits', {}))})")
     shards = index["splits"][split]["shards"]
     files = tuple(str((path.parent / s["file"]).resolve()) for s in shards)
-    return SplitShards(files=files, samples=tuple(int(s["samples"]) for s in shards))
+    members = index.get("members")
+    members_path = path.parent / members if members else None
+    if members_path is not None and not members_path.is_file():
+        log.warning("%s lists %s, which is missing: tar headers will be scanned", path, members)
+        members_path = None
+    return SplitShards(
+        files=files,
+        samples=tuple(int(s["samples"]) for s in shards),
+        members=str(members_path) if members_path else None,
+    )
 
 
 def stream_sizes(total: int, streams: int) -> list[int]:
@@ -400,7 +418,7 @@ class PretrainShards(IterableDataset):
         order = np.random.default_rng([s.seed, self.epoch, 1]).permutation(len(self.shards.files))
         urls = [self.shards.files[i] for i in order]
         shuffled = deterministic_shuffle(
-            sample_refs(urls, log_and_continue),
+            sample_refs(urls, log_and_continue, self.shards.contents()),
             s.shuffle_buffer,
             np.random.default_rng([s.seed, self.epoch, 2]),
         )

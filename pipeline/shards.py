@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import webdataset as wds
 
+from pipeline.members import MEMBERS_FILE, write_member_index
 from pipeline.outputs import replace_dir, staging_dir
 from pipeline.params import DatasetPaths
 from pipeline.progress import track
@@ -92,7 +93,8 @@ def write_shard(samples: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Write ``<shards>/<split>/shard-*.tar`` and ``<shards>/index.json``."""
+    """Write ``<shards>/<split>/shard-*.tar``, ``<shards>/members.parquet`` (where every
+    member is: loaders seek from it instead of scanning tar headers) and ``index.json``."""
     per_shard = int(params.get("shards", {}).get("samples_per_shard", 1000))
     if per_shard < 1:
         raise ValueError("shards.samples_per_shard must be ≥ 1")
@@ -146,6 +148,9 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
             shard_of_key.update(dict.fromkeys(batch["key"], relative))
         index["splits"][split] = {"shards": shards, "total": len(rows)}
         index["total"] += len(rows)
+    all_shards = [s["file"] for split in SPLITS for s in index["splits"][split]["shards"]]
+    write_member_index(staging, all_shards)
+    index["members"] = MEMBERS_FILE
     write_json(index, staging / "index.json")
     replace_dir(staging, paths.shards)
 

@@ -145,13 +145,14 @@ class LabelledShards(IterableDataset):
         self.epoch = 0
 
     def samples(self, epoch: int) -> Iterator[SampleRef]:
-        """Where each sample of the epoch is, in order (tar headers only, no member data)."""
+        """Where each sample of the epoch is, in order (member index or tar headers only, no
+        member data)."""
         s = self.settings
         urls = list(self.shards.files)
         if self.shuffle:
             order = np.random.default_rng([s.seed, epoch, 1]).permutation(len(urls))
             urls = [urls[i] for i in order]
-        refs = sample_refs(urls, log_and_continue)
+        refs = sample_refs(urls, log_and_continue, self.shards.contents())
         if self.shuffle:
             yield from deterministic_shuffle(
                 refs, s.shuffle_buffer, np.random.default_rng([s.seed, epoch, 2])
@@ -216,7 +217,7 @@ def label_counts(shards: SplitShards, settings: ClassificationSettings) -> tuple
     pos = np.zeros(len(CHEXPERT_LABELS))
     counted = np.zeros(len(CHEXPERT_LABELS))
     with MemberReader(("json",)) as reader:
-        for ref in sample_refs(shards.files, log_and_continue):
+        for ref in sample_refs(shards.files, log_and_continue, shards.contents()):
             sample = reader.read(ref)
             if "json" in sample:
                 meta = json.loads(sample["json"])

@@ -163,3 +163,37 @@ def test_mlm_masking_rules() -> None:
         _, labels = mask_tokens(short, np.array([True, True, False]), SPEC,
                                 np.random.default_rng(seed))  # fmt: skip
         assert labels.tolist() == [9, -100, -100]
+
+
+def test_member_index_gives_the_same_batches_as_header_scans(tiny_data, tmp_path) -> None:
+    """An index.json that lists the shards stage's members.parquet: identical batches, and
+    the tar headers are never read."""
+    import json
+    import tarfile
+
+    from pipeline.members import write_member_index
+
+    shards_dir = tiny_data["index"].parent
+    index = json.loads(tiny_data["index"].read_text())
+    files = [s["file"] for split in index["splits"].values() for s in split["shards"]]
+    write_member_index(shards_dir, files)
+    index["members"] = "members.parquet"
+    indexed_path = shards_dir / "index-with-members.json"
+    indexed_path.write_text(json.dumps(index))
+    shards = read_index(indexed_path, "train")
+    assert shards.members == str(shards_dir / "members.parquet")
+    assert set(shards.contents()) == set(shards.files)
+
+    reference = collect(make_dataset(tiny_data), epoch=1)
+    dataset = make_dataset(tiny_data)
+    dataset.shards = shards
+    original_open = tarfile.open
+    tarfile.open = lambda *a, **k: (_ for _ in ()).throw(AssertionError("header scan"))
+    try:
+        indexed = collect(dataset, epoch=1)
+    finally:
+        tarfile.open = original_open
+    assert [b["keys"] for b in indexed] == [b["keys"] for b in reference]
+    assert all(
+        torch.equal(a["images"], b["images"]) for a, b in zip(indexed, reference, strict=True)
+    )

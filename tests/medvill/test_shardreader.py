@@ -127,3 +127,30 @@ def test_duplicate_member_goes_to_the_handler(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="duplicate file name"):
         list(sample_refs([str(shard)], reraise))
+
+
+def test_member_index_gives_the_same_samples_without_reading_headers(
+    shards: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards stage's members.parquet stands in for the header scan (same keys, members,
+    offsets and duplicate handling); a tar rewritten after the index is scanned instead."""
+    from pipeline.members import read_member_index, write_member_index
+
+    scanned = list(sample_refs(shards, lambda error: False))
+    index = write_member_index(tmp_path, [Path(s).name for s in shards])
+    contents = read_member_index(index, shards)
+    assert set(contents) == set(shards)
+
+    def no_headers(*args, **kwargs):
+        raise AssertionError("a tar header was read although the member index covers it")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tarfile, "open", no_headers)
+        indexed = list(sample_refs(shards, lambda error: False, contents))
+    assert indexed == scanned
+    assert _read_all(indexed, ("png", "txt")) == _read_all(scanned, ("png", "txt"))
+
+    with tarfile.open(shards[1], "a") as tar:  # the shard changes after the index
+        _add(tar, "e.txt", b"New sample.")
+    rescanned = list(sample_refs(shards, lambda error: False, contents))
+    assert [r.key for r in rescanned] == ["a", "dir/b", "c", "c", "d", "e"]

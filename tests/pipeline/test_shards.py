@@ -98,7 +98,7 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     first = {p: p.read_bytes() for p in sorted(paths.shards.rglob("*")) if p.is_file()}
     run_stage(paths, {"shards": {"samples_per_shard": 3}}, workers=1)
     second = {p: p.read_bytes() for p in sorted(paths.shards.rglob("*")) if p.is_file()}
-    assert first == second and len(first) == 5  # index + 2 train, 1 valid, 1 test shard
+    assert first == second and len(first) == 6  # index, members + 2 train, 1 valid, 1 test shard
 
 
 def test_record_without_processed_image_is_rejected_by_name(tmp_path: Path) -> None:
@@ -124,3 +124,24 @@ def test_invalid_shard_size_is_refused(tmp_path: Path) -> None:
     paths, _ = _prepare(tmp_path)
     with pytest.raises(ValueError, match="samples_per_shard"):
         run_stage(paths, {"shards": {"samples_per_shard": 0}}, workers=1)
+
+
+def test_member_index_lists_every_member_where_the_tar_has_it(tmp_path: Path) -> None:
+    """members.parquet, listed in index.json: each regular member's name, data offset and
+    size exactly as the tar headers give them, for every shard."""
+    import pyarrow.parquet as pq
+
+    paths, _ = _prepare(tmp_path)
+    run_stage(paths, {"shards": {"samples_per_shard": 2}}, workers=1)
+    index = json.loads((paths.shards / "index.json").read_text())
+    assert index["members"] == "members.parquet"
+    table = pq.read_table(paths.shards / "members.parquet").to_pylist()
+    files = [s["file"] for split in index["splits"].values() for s in split["shards"]]
+    assert sorted({row["shard"] for row in table}) == sorted(files)
+    for relative in files:
+        rows = [r for r in table if r["shard"] == relative]
+        with tarfile.open(paths.shards / relative) as tar:
+            expected = [(m.name, m.offset_data, m.size) for m in tar.getmembers() if m.isreg()]
+        assert [(r["name"], r["offset"], r["size"]) for r in rows] == expected
+        size = (paths.shards / relative).stat().st_size
+        assert {r["shard_bytes"] for r in rows} == {size}
