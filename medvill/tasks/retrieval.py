@@ -136,16 +136,31 @@ def training_pairs(
     rows: list[dict[str, Any]], images: list[Path], settings: RetrievalSettings, epoch: int
 ) -> tuple[list[Path], list[str], list[int]]:
     """One epoch's pairs (docs/formats.md §2): per record its true pair and one non-matched pair
-    with a record whose label set differs (none when every record shares it); seeded by epoch."""
+    with a record whose label set differs (none when every record shares it); seeded by epoch.
+
+    The partner is the k-th record (in file order) outside the row's label group, k drawn
+    uniformly; it is found by binary search over the group's positions, so an epoch costs
+    O(N log N) instead of a scan of all records per record (MIMIC-CXR: ~1 h → seconds).
+    """
     rng = np.random.default_rng([settings.seed, epoch, 7])
+    groups: dict[Any, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(_hashable(row["label"]), []).append(i)
+    # per group: g_j - j = records outside the group that come before its j-th member
+    outside_before = {
+        label: np.asarray(members) - np.arange(len(members)) for label, members in groups.items()
+    }
     out_images, out_texts, out_labels = [], [], []
     for i, row in enumerate(rows):
         out_images.append(images[i])
         out_texts.append(row["text"])
         out_labels.append(1)
-        others = [j for j, other in enumerate(rows) if other["label"] != row["label"]]
+        label = _hashable(row["label"])
+        others = len(rows) - len(groups[label])
         if others:
-            j = others[int(rng.integers(0, len(others)))]
+            k = int(rng.integers(0, others))
+            # the k-th non-member: k plus the members that precede it
+            j = k + int(np.searchsorted(outside_before[label], k, side="right"))
             if rng.random() < settings.swap_image_probability:
                 out_images.append(images[j])
                 out_texts.append(row["text"])
@@ -154,6 +169,15 @@ def training_pairs(
                 out_texts.append(rows[j]["text"])
             out_labels.append(0)
     return out_images, out_texts, out_labels
+
+
+def _hashable(value: Any) -> Any:
+    """A dict key with the same equality as ``value`` (task-file labels may be lists)."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def read_blocks(path: Path, direction: str) -> list[list[int]]:
