@@ -49,7 +49,11 @@ from medvill.data import (
 )
 from medvill.device import PrecisionPolicy, default_device, policy_for, to_device
 from medvill.model.heads import IGNORE_INDEX
-from medvill.model.medvill import MedViLLForPretraining, load_pretrained_parts
+from medvill.model.medvill import (
+    MedViLLForPretraining,
+    load_pretrained_parts,
+    mlm_target_positions,
+)
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
 
 log = logging.getLogger(__name__)
@@ -507,7 +511,9 @@ def _train_step(
     sums = torch.zeros(3, device=ddp.device)  # mlm, irm, irm correct
     last = len(micro) - 1
     for index, host_batch in enumerate(micro):
-        batch = to_device(host_batch, ddp.device)
+        # computed on the host: selecting the MLM slots on the GPU would wait for its count
+        positions = mlm_target_positions(host_batch["mlm_labels"])
+        batch = to_device({**host_batch, "mlm_positions": positions}, ddp.device)
         images = batch["images"]
         if ddp.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -526,6 +532,7 @@ def _train_step(
                     irm_labels=batch["irm_labels"],
                     mlm_normalizer=mlm_norm,
                     irm_normalizer=irm_norm,
+                    mlm_positions=batch["mlm_positions"],
                 )
             (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
         correct = (out.irm_logits.argmax(-1) == batch["irm_labels"]).sum()

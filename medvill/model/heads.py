@@ -29,7 +29,14 @@ def mlm_loss(
     divided by ``normalizer`` (default: n, i.e. the mean)."""
     total = F.cross_entropy(logits.float(), labels, reduction="sum")
     denom = labels.numel() if normalizer is None else normalizer
-    return total / max(float(denom), 1.0)
+    return total / _at_least_one(denom)
+
+
+def _at_least_one(denom: float | int | torch.Tensor) -> float | torch.Tensor:
+    """The normaliser, at least 1; a tensor stays on its device (no host sync per step)."""
+    if isinstance(denom, torch.Tensor):
+        return denom.clamp(min=1.0)
+    return max(float(denom), 1.0)
 
 
 def irm_loss(
@@ -38,4 +45,4 @@ def irm_loss(
     """Binary matched/non-matched cross-entropy over the pooled [CLS] logits (B, 2)."""
     total = F.cross_entropy(logits.float(), labels, reduction="sum")
     denom = labels.numel() if normalizer is None else normalizer
-    return total / max(float(denom), 1.0)
+    return total / _at_least_one(denom)

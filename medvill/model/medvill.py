@@ -169,11 +169,14 @@ class MedViLLForPretraining(MedViLLPreTrainedModel):
         irm_labels: torch.Tensor | None = None,
         mlm_normalizer: float | torch.Tensor | None = None,
         irm_normalizer: float | torch.Tensor | None = None,
+        mlm_positions: torch.Tensor | None = None,
     ) -> MedViLLPretrainingOutput:
         """Forward pass; with labels, losses are sums over labelled items / the normalisers.
 
         MLM logits are computed only at labelled text slots (``mlm_labels`` ≠ −100): projecting
-        every slot onto a 30k vocabulary would dominate the step for nothing.
+        every slot onto a 30k vocabulary would dominate the step for nothing. ``mlm_positions``
+        (the flat indices of those slots, row-major, computed on the host by the trainer)
+        gathers them without a boolean mask, whose output size would make the GPU wait.
         """
         hidden, pooled = self.medvill(images, text_ids, text_valid, visual_cells, mask_type)
         irm_logits = self.cls.seq_relationship(pooled)
@@ -182,14 +185,23 @@ class MedViLLForPretraining(MedViLLPreTrainedModel):
         )
         if mlm_labels is not None:
             text_hidden = hidden[:, hidden.shape[1] - mlm_labels.shape[1] :]
-            selected = mlm_labels != IGNORE_INDEX
-            out.mlm_logits = self.cls.predictions(text_hidden[selected])
-            out.mlm_loss = mlm_loss(out.mlm_logits, mlm_labels[selected], mlm_normalizer)
+            if mlm_positions is None:
+                mlm_positions = mlm_target_positions(mlm_labels)
+            flat_hidden = text_hidden.reshape(-1, text_hidden.shape[-1])
+            out.mlm_logits = self.cls.predictions(flat_hidden.index_select(0, mlm_positions))
+            targets = mlm_labels.reshape(-1).index_select(0, mlm_positions)
+            out.mlm_loss = mlm_loss(out.mlm_logits, targets, mlm_normalizer)
         if irm_labels is not None:
             out.irm_loss = irm_loss(irm_logits, irm_labels, irm_normalizer)
         if out.mlm_loss is not None and out.irm_loss is not None:
             out.loss = out.mlm_loss + out.irm_loss
         return out
+
+
+def mlm_target_positions(mlm_labels: torch.Tensor) -> torch.Tensor:
+    """Flat (row-major) indices of the labelled slots of ``mlm_labels`` (B, L): the order a
+    boolean mask would select them in. Cheap on the host; on a GPU it is a sync point."""
+    return (mlm_labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
 def load_pretrained_parts(
