@@ -105,6 +105,11 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
         known = {f.name for f in fields(cls)}
+        if "micro_batch_size" in data:
+            raise ValueError(
+                "train.micro_batch_size is now max_micro_batch_size: the micro-batch is derived "
+                "per launch from global_batch_size and the number of GPUs (medvill/batchplan.py)"
+            )
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown train settings: {unknown}")
@@ -510,6 +515,7 @@ def _train_step(
     irm_norm = counts[1] / ddp.world
     sums = torch.zeros(3, device=ddp.device)  # mlm, irm, irm correct
     last = len(micro) - 1
+    unwrapped = getattr(model, "_orig_mod", model)  # the DDP module under torch.compile
     for index, host_batch in enumerate(micro):
         # computed on the host: selecting the MLM slots on the GPU would wait for its count
         positions = mlm_target_positions(host_batch["mlm_labels"])
@@ -519,8 +525,8 @@ def _train_step(
             images = images.contiguous(memory_format=torch.channels_last)
         # Gradients are all-reduced once per optimizer step: every micro-batch but the last
         # runs forward *and* backward inside one no_sync() context (a fresh one each time).
-        sync = index == last or not isinstance(model, DistributedDataParallel)
-        with contextlib.nullcontext() if sync else model.no_sync():
+        sync = index == last or not isinstance(unwrapped, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else unwrapped.no_sync():
             with precision.autocast():
                 out = model(
                     images=images,

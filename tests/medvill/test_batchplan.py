@@ -48,3 +48,11 @@ def test_plan_round_trips_through_a_checkpoint_dict_and_checks_itself():
         BatchPlan(8, 3, 2, 1)
     with pytest.raises(ValueError, match="must be ≥ 1"):
         plan_batches(8, 1, 0)
+
+
+def test_the_old_fixed_micro_batch_setting_is_refused_with_its_new_name():
+    from medvill.pretrain import TrainSettings
+
+    with pytest.raises(ValueError, match="now max_micro_batch_size"):
+        TrainSettings.from_dict({"micro_batch_size": 32})
+    assert TrainSettings.from_dict({"max_micro_batch_size": 16}).max_micro_batch_size == 16
