@@ -214,3 +214,28 @@ def test_paper_profile_refuses_random_init_unless_allowed(tiny_data, tiny_profil
     allowed = pretrain(profile, paths_for(tiny_data, tmp_path / "allowed"), show_progress=False,
                        allow_random_init=True)  # fmt: skip
     assert allowed["steps"] == 1
+
+
+def test_process_group_gets_the_timeout_and_a_failed_rendezvous_says_where(monkeypatch):
+    """train.ddp_timeout_s reaches init_process_group; a rendezvous failure names the rank,
+    the endpoint and the timeout instead of a bare store error."""
+    import datetime
+
+    from medvill.pretrain import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "node0")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    seen = {}
+
+    def fake_init(backend, timeout):
+        seen.update(backend=backend, timeout=timeout)
+        raise RuntimeError("connect() timed out")
+
+    monkeypatch.setattr(dist, "init_process_group", fake_init)
+    with pytest.raises(RuntimeError, match=r"gloo process group \(rank 1 of 2, MASTER_ADDR=node0, "
+                       r"MASTER_PORT=29500, timeout 90 s\): connect\(\) timed out"):  # fmt: skip
+        init_distributed(timeout_s=90)
+    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=90)}
