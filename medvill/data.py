@@ -28,6 +28,7 @@ import functools
 import io
 import json
 import logging
+import multiprocessing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -386,8 +387,9 @@ class PretrainShards(IterableDataset):
         self.negatives = negatives
         self.rank = rank
         self.world = world
-        self.epoch = 0
-        self.start = 0
+        # (epoch, micro-batches already consumed), in shared memory: persistent loader workers
+        # read the position the trainer set for each new epoch (their dataset is a copy).
+        self._position = multiprocessing.RawArray("q", 2)
 
     @property
     def workers(self) -> int:
@@ -400,8 +402,17 @@ class PretrainShards(IterableDataset):
         )
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
+        """Set before each ``iter(loader)``: its workers (new or persistent) start there."""
+        self._position[0] = epoch
+        self._position[1] = start
+
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
+
+    @property
+    def start(self) -> int:
+        return int(self._position[1])
 
     def _plan(self, physical_worker: int) -> tuple[int, list[int], int]:
         """(logical worker, rank-micro indices of its batches still to produce, batches to skip).
@@ -529,20 +540,21 @@ class PretrainShards(IterableDataset):
 
 
 def make_loader(dataset: PretrainShards, seed: int, pin_memory: bool = False) -> DataLoader:
-    """One epoch's ``DataLoader``. Its own seeded generator keeps the global torch RNG (used by
-    dropout) untouched, so a resumed run continues the same random stream.
+    """The ``DataLoader`` of a run: iterate it once per epoch after ``dataset.set_epoch``. Its
+    own seeded generator keeps the global torch RNG (used by dropout) untouched, so a resumed
+    run continues the same random stream.
 
-    Workers are not persistent: each epoch's workers must see that epoch's ``set_epoch``
-    (worker start-up is once per epoch, negligible next to an epoch). ``pin_memory`` (on for
-    CUDA) lets the trainer's ``non_blocking`` copies overlap with compute.
+    Workers are persistent (no re-fork, no re-import each epoch): they read the epoch and
+    resume position from the dataset's shared memory when a new iteration starts.
+    ``pin_memory`` (on for CUDA) lets the trainer's ``non_blocking`` copies overlap compute.
     """
     workers = dataset.settings.num_workers
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
-        generator=torch.Generator().manual_seed(seed + dataset.epoch),
-        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
         pin_memory=pin_memory,
     )

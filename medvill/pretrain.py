@@ -430,10 +430,11 @@ def _run(
         shards.total, steps_per_epoch, total_steps, plan.describe(),
         config.attention_mask_type, ddp.device, precision.name,
     )  # fmt: skip
+    loader = make_loader(dataset, settings.seed, ddp.device.type == "cuda")
     try:
         while step < total_steps and epoch < settings.epochs:
             dataset.set_epoch(epoch, consumed)
-            batches = iter(make_loader(dataset, settings.seed, ddp.device.type == "cuda"))
+            batches = iter(loader)
             while consumed < micro_per_epoch and step < total_steps:
                 tick = time.perf_counter()
                 micro = [b for _, b in zip(range(accumulation), batches, strict=False)]
