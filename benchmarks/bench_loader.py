@@ -9,8 +9,10 @@ pretraining loader (micro-batch 32, 512² random resized crops, 180 of 256 visua
 MLM) for each worker count, with the member index and with tar-header scans. The GPU needs
 about 1,150 samples/s at the issue's target: compare the rate per worker with that.
 
-Also times one epoch of retrieval training pairs (``--pairs-rows`` records) with the indexed
-partner search, against the former per-record scan when ``--pairs-rows`` ≤ 10,000.
+Also times building one epoch's sample order (what every stream does before decoding) from
+the member index vs tar headers, and one epoch of retrieval training pairs (``--pairs-rows``
+records) with the indexed partner search, against the former per-record scan when
+``--pairs-rows`` ≤ 10,000.
 """
 
 from __future__ import annotations
@@ -83,6 +85,21 @@ def loader_rate(
     return count / (time.perf_counter() - start)
 
 
+def order_timing(index: Path, repeats: int = 5) -> None:
+    """What each loader stream does per epoch before decoding: list every sample's members."""
+    from medvill.shardreader import sample_refs
+
+    shards = read_index(index, "train")
+    timings = {}
+    for name, contents in (("member index", shards.contents), ("header scan ", lambda: None)):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            refs = list(sample_refs(shards.files, lambda error: False, contents()))
+        timings[name] = (time.perf_counter() - start) / repeats
+        print(f"sample order, {len(refs)} samples, {name}: {timings[name] * 1000:7.1f} ms "
+              f"per stream and epoch")  # fmt: skip
+
+
 def pairs_timing(rows_count: int) -> None:
     from medvill.tasks.retrieval import RetrievalSettings, training_pairs
 
@@ -118,6 +135,7 @@ def main() -> None:
         tokenizer, _ = build_tokenizer(
             index, root / "tokenizer", {"pretrained": "", "vocab_size": 300}
         )
+        order_timing(index)
         for workers in (int(w) for w in args.workers.split(",")):
             for use_members in (True, False):
                 rate = loader_rate(index, tokenizer, workers, use_members, args.batch_size)
