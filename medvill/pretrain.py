@@ -608,8 +608,8 @@ def check_initialisation(
         missing.append(
             "ImageNet weights for the ResNet (torchvision's file in $TORCH_HOME/hub/checkpoints)"
         )
-    if missing:
-        raise RuntimeError(
+    if missing:  # FileNotFoundError: the CLI reports it as a user error, without a traceback
+        raise FileNotFoundError(
             "this profile starts from pretrained weights, but these could not be loaded: "
             + "; ".join(missing)
             + ". Training from random initialisation would not reproduce the paper; pass "

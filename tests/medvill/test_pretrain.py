@@ -199,13 +199,13 @@ def test_paper_profile_refuses_random_init_unless_allowed(tiny_data, tiny_profil
     missing = str(tmp_path / "no-such-bert")
     profile = tiny_profile(max_steps=1, text_weights=missing, require_pretrained=True)
     out = tmp_path / "refused"
-    with pytest.raises(RuntimeError, match=r"no-such-bert.*--allow-random-init"):
+    with pytest.raises(FileNotFoundError, match=r"no-such-bert.*--allow-random-init"):
         pretrain(profile, paths_for(tiny_data, out), show_progress=False)
     assert not (out / "metrics.csv").exists()
 
     settings = TrainSettings(text_weights="bert-base-uncased", imagenet=True,
                              require_pretrained=True)  # fmt: skip
-    with pytest.raises(RuntimeError, match="ImageNet weights"):
+    with pytest.raises(FileNotFoundError, match="ImageNet weights"):
         check_initialisation({"text": "bert (199 tensors)", "visual": "random"}, settings, False)
     check_initialisation({"text": "random", "visual": "random"}, settings, True)
     settings.require_pretrained = False
