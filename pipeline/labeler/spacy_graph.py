@@ -103,6 +103,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     _repair_side_left(heads, labels, tags, lemmas, lower)
     _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
+    _repair_participle_modifiers(heads, labels, tags, lemmas)
     _repair_coordination(heads, labels, tags, lemmas, lower)
     _flatten_noun_phrases(heads, labels, tags)
 
@@ -351,6 +352,111 @@ def _repair_infinitive_fragment(
             continue
         heads[subject], labels[subject] = -1, labels[verb]
         heads[verb], labels[verb] = subject, "acl"
+
+
+_NOMINAL_SLOTS = frozenset({"pobj", "pcomp", "dobj", "nsubj", "nsubjpass", "appos", "attr", "conj"})
+_PREDICATES = frozenset({"acomp", "oprd", "xcomp"})
+#: Participles of change that modify a finding ("resolving or developing pneumonia").
+_CHANGE_PARTICIPLES = frozenset(
+    {
+        "develop",
+        "evolve",
+        "resolve",
+        "improve",
+        "worsen",
+        "increase",
+        "decrease",
+        "enlarge",
+        "progress",
+        "heal",
+        "organize",
+        "clear",
+    }
+)
+_PARTICIPLE_MOVABLE = frozenset({"cc", "conj", "punct", "prep", "advmod", "neg", "det"})
+
+
+def _repair_participle_modifiers(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
+) -> None:
+    """ "consistent with resolving pneumonia", "rib lesions versus developing nodules", "no
+    effusion or visualized pneumothorax": spaCy reads a participle before a noun as a verb
+    taking the noun as its object, so the noun hangs below a verb and no rule about the
+    phrase's slot reaches it. Where the participle sits in a noun's slot (object of a
+    preposition or verb, subject, conjunct of a noun or of a verb's object, or a list whose
+    subject carries the coordinator), BLLIP reads a noun phrase with the participle as a
+    pre-modifier: the noun takes the participle's place and the participle becomes its
+    ``amod``. Participles coordinated before it ("resolving or developing pneumonia") become
+    pre-modifiers with it.
+    """
+    n = len(heads)
+    for v in range(n):
+        if tags[v] not in ("VBG", "VBN") or (heads[v] == -1 and labels[v] != "ROOT"):
+            continue
+        kids = [k for k in range(n) if heads[k] == v]
+        obj = next((k for k in kids if labels[k] == "dobj" and k > v), None)
+        if obj is None or not tags[obj].startswith("NN"):
+            continue
+        if any(not _is_ancestor(heads, obj, k) for k in range(v + 1, obj)):
+            continue  # something between participle and noun that is not the noun's modifier
+        slot = v
+        first = heads[v]
+        if (
+            labels[v] == "conj"
+            and first > -1
+            and first == v - 2
+            and (tags[first] == "JJ" or lemmas[first] in _CHANGE_PARTICIPLES)
+            and not any(heads[k] == first and labels[k] == "dobj" for k in range(n))
+        ):
+            slot = first  # "resolving or developing pneumonia": both modify the noun
+        head, label = heads[slot], labels[slot]
+        others = [k for k in kids if k != obj]
+        if (
+            label == "conj"
+            and head > -1
+            and _coarse(tags[head]) == "V"
+            and labels[head] not in _NOMINAL_SLOTS
+        ):
+            verb_obj = next((k for k in range(v) if heads[k] == head and labels[k] == "dobj"), None)
+            if verb_obj is None and tags[head] == "VBG" and labels[head] in _PREDICATES:
+                # "reflect scarring or evolving pneumonia": the first item is a noun in -ing
+                verb = heads[head]
+                labels[head] = "attr" if verb > -1 and lemmas[verb] == "be" else "dobj"
+                verb_obj = head
+            if verb_obj is None:
+                continue  # a verb coordinated with a verb, not a list of objects
+            for k in range(verb_obj, v):  # the coordinator joins the two objects
+                if heads[k] == head and labels[k] == "cc":
+                    heads[k] = verb_obj
+            head = verb_obj  # "may represent atelectasis or resolving pneumonia"
+        subject = next((k for k in others if labels[k] in ("nsubj", "nsubjpass") and k < v), None)
+        if subject is not None:
+            # "no large effusion or visualized pneumothorax": the subject opens the list
+            if not any(heads[k] == subject and labels[k] == "cc" for k in range(subject, v)):
+                continue
+            if slot != v or not tags[subject].startswith("NN"):
+                continue
+        elif label not in _NOMINAL_SLOTS and label not in _PREDICATES:
+            continue
+        if any(labels[k] not in _PARTICIPLE_MOVABLE for k in others if k != subject):
+            continue
+        if label in _PREDICATES:
+            label = "attr" if head > -1 and lemmas[head] == "be" else "dobj"
+        elif label == "pcomp":
+            label = "pobj"
+        if subject is not None:
+            heads[subject], labels[subject] = head, label
+            heads[obj], labels[obj] = subject, "conj"
+            new_parent = subject
+        else:
+            heads[obj], labels[obj] = head, label
+            new_parent = obj
+        for k in others:
+            if k != subject:
+                heads[k] = new_parent
+        heads[v], labels[v] = obj, "amod"
+        if slot != v:
+            heads[slot], labels[slot] = obj, "amod"
 
 
 def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) -> None:

@@ -92,6 +92,21 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         # "left" is the side, not the verb: "question left ..." is the original's uncertainty rule
         ("Question left lower lobe pneumonia.", {"Pneumonia": -1.0}),
         ("Left lower lobe pneumonia.", {"Pneumonia": 1.0}),
+        # participle before a noun read as a verb with the noun as its object: the noun takes
+        # the participle's slot, so the rule about that slot reaches it
+        ("No evidence of developing pneumonia.", {**NEGATIVE_NORMAL, "Pneumonia": 0.0}),
+        ("Nodular focus, worrisome for developing pneumonia.", {"Pneumonia": -1.0}),
+        (
+            "The opacity could reflect scarring or evolving pneumonia.",
+            {"Lung Opacity": 1.0, "Pneumonia": -1.0},
+        ),
+        (
+            "No sizable effusion or visualized pneumothorax.",
+            {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0, "Pneumothorax": 0.0},
+        ),
+        # ... but a participle that is a clause of its own keeps its object
+        ("Opacity suggesting pneumonia.", {"Lung Opacity": 1.0, "Pneumonia": 1.0}),
+        ("The patient is developing pneumonia.", {"Pneumonia": 1.0}),
     ],
 )
 def test_error_classes(spacy_labeler: Labeler, text: str, expected: dict[str, float]) -> None:
@@ -164,3 +179,15 @@ def test_repairs_never_make_a_cycle() -> None:
     assert _is_ancestor(heads, 2, 0) and _is_ancestor(heads, 1, 0)
     assert not _is_ancestor(heads, 3, 0) and not _is_ancestor(heads, 0, 2)
     assert not _is_ancestor([1, 0], 5, 0)  # a cycle in the input ends the walk
+
+
+def test_participle_before_a_noun_becomes_its_modifier(spacy_labeler: Labeler) -> None:
+    """The noun, not the participle, is the preposition's object and the conjunct."""
+    edges = _graph_edges(spacy_labeler, "No evidence of developing pneumonia.")
+    assert "nmod:of(evidence, pneumonia)" in edges and "amod(pneumonia, developing)" in edges
+    assert not any(e.startswith("dobj(developing") for e in edges)
+    edges = _graph_edges(spacy_labeler, "No sizable effusion or visualized pneumothorax.")
+    assert "conj:or(effusion, pneumothorax)" in edges
+    assert "amod(pneumothorax, visualized)" in edges
+    edges = _graph_edges(spacy_labeler, "The opacity could reflect scarring or evolving pneumonia.")
+    assert "conj:or(scarring, pneumonia)" in edges and "dobj(reflect, pneumonia)" in edges
