@@ -104,6 +104,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
     _repair_participle_modifiers(heads, labels, tags, lemmas)
+    _repair_subject_of_preposition(heads, labels, tags)
     _repair_coordination(heads, labels, tags, lemmas, lower)
     _flatten_noun_phrases(heads, labels, tags)
 
@@ -457,6 +458,28 @@ def _repair_participle_modifiers(
         heads[v], labels[v] = obj, "amod"
         if slot != v:
             heads[slot], labels[slot] = obj, "amod"
+
+
+def _repair_subject_of_preposition(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """ "may represent lobar pneumonia given the history": spaCy sometimes makes the verb's
+    object the subject of a participle preposition ("given", "following") and the next noun
+    that preposition's object. A preposition has no subject: the noun is the verb's object
+    (the "may represent XXX" uncertainty rule needs ``dobj``) and the noun after the
+    preposition its ``pobj``, as BLLIP reads it."""
+    n = len(heads)
+    for noun in range(n):
+        prep = heads[noun]
+        if labels[noun] != "nsubj" or prep <= noun or labels[prep] != "prep":
+            continue
+        verb = heads[prep]
+        if verb == -1 or _coarse(tags[verb]) != "V" or not tags[noun].startswith("NN"):
+            continue
+        if any(heads[k] == verb and labels[k] == "dobj" for k in range(n)):
+            continue
+        heads[noun], labels[noun] = verb, "dobj"
+        for k in range(prep + 1, n):
+            if heads[k] == prep and labels[k] == "dobj":
+                labels[k] = "pobj"
 
 
 def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) -> None:

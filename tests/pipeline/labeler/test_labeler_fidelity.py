@@ -191,3 +191,23 @@ def test_participle_before_a_noun_becomes_its_modifier(spacy_labeler: Labeler) -
     assert "amod(pneumothorax, visualized)" in edges
     edges = _graph_edges(spacy_labeler, "The opacity could reflect scarring or evolving pneumonia.")
     assert "conj:or(scarring, pneumonia)" in edges and "dobj(reflect, pneumonia)" in edges
+
+
+def test_a_preposition_never_keeps_a_subject() -> None:
+    """spaCy's shape for "this may represent lobar pneumonia given history" (seen on real
+    reports, not reproducible on every wording): "pneumonia" is the subject of "given"."""
+    from pipeline.labeler.spacy_graph import _repair_subject_of_preposition
+
+    # this may represent lobar pneumonia given history .
+    heads = [2, 2, -1, 4, 5, 2, 5, 2]
+    labels = ["nsubj", "aux", "ROOT", "amod", "nsubj", "prep", "dobj", "punct"]
+    tags = ["DT", "MD", "VB", "JJ", "NN", "VBN", "NN", "."]
+    _repair_subject_of_preposition(heads, labels, tags)
+    assert (heads[4], labels[4]) == (2, "dobj")  # the verb's object, for "may represent XXX"
+    assert (heads[6], labels[6]) == (5, "pobj")  # -> nmod:given(represent, history)
+    # a verb that already has its object keeps its parse
+    heads = [2, 2, -1, 2, 5, 2, 5, 2]
+    labels = ["nsubj", "aux", "ROOT", "dobj", "nsubj", "prep", "dobj", "punct"]
+    tags = ["DT", "MD", "VB", "NN", "NN", "VBN", "NN", "."]
+    _repair_subject_of_preposition(heads, labels, tags)
+    assert (heads[4], labels[4]) == (5, "nsubj")
