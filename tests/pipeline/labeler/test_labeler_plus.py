@@ -26,9 +26,9 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
-    assert plus.negation[:77] == base.negation and len(plus.negation) == 83
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 86
     assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
-    assert len(plus.post_negation_uncertainty) == 68
+    assert len(plus.post_negation_uncertainty) == 71
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
@@ -59,6 +59,18 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Enlarged Cardiomediastinum": 0.0},
         ),
         ("Clinical correlation for infection.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
+        ("Resolved interstitial edema.", {"Edema": 1.0}, {"Edema": 0.0}),
+        ("Residua of old granulomatous infection.", {"Pneumonia": 1.0}, {"Pneumonia": 0.0}),
+        ("Atypical infection would be a consideration.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
+        ("The differential considerations include edema.", {"Edema": 1.0}, {"Edema": -1.0}),
+        (
+            "Interstitial pattern, differential diagnosis including chronic interstitial edema.",
+            {"Lung Opacity": 1.0, "Edema": 1.0},
+            {"Lung Opacity": 1.0, "Edema": -1.0},
+        ),
+        # a current or changing infection stays positive
+        ("Active infection in the right lower lobe.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
+        ("Resolving pneumonia.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
         # where an original rule already decides, plus agrees
         (
             "Overall heart size is at the upper limits of normal.",
