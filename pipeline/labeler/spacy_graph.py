@@ -24,7 +24,9 @@ structure BLLIP gives (docs/labeler_fidelity.md §3): a leading section title is
 negated lists ("no A or pleural B", "no A, B, or C", lists split into two subjects, nouns the
 tagger took for verbs) become plain coordinations; "rather than"/"but not" become
 ``conj:negcc``; pre-modifiers attach flat to the head noun; "left" before a noun is the side;
-an infinitive fragment keeps its noun as the root.
+an infinitive fragment keeps its noun as the root; a participle before a noun in a noun's slot
+("of developing pneumonia", "A or resolving B") is the noun's ``amod``; a preposition
+("given") never keeps the verb's object as its subject.
 
 Only sentences containing a mention are ever parsed (the caller's job); NER is disabled.
 """
