@@ -414,6 +414,15 @@ def _repair_participle_modifiers(
             slot = first  # "resolving or developing pneumonia": both modify the noun
         head, label = heads[slot], labels[slot]
         others = [k for k in kids if k != obj]
+        # "could be developing or resolving pneumonia": "be" is the copula of the noun phrase
+        slot_kids = [k for k in range(n) if heads[k] == slot and k != v]
+        progressive = (
+            slot != v
+            and label == "ROOT"
+            and any(labels[k] == "aux" and lemmas[k] == "be" for k in slot_kids)
+        )
+        if progressive:
+            others += [k for k in slot_kids if labels[k] != "cc"]
         if (
             label == "conj"
             and head > -1
@@ -432,16 +441,17 @@ def _repair_participle_modifiers(
                 if heads[k] == head and labels[k] == "cc":
                     heads[k] = verb_obj
             head = verb_obj  # "may represent atelectasis or resolving pneumonia"
-        subject = next((k for k in others if labels[k] in ("nsubj", "nsubjpass") and k < v), None)
+        subject = next((k for k in kids if labels[k] in ("nsubj", "nsubjpass") and k < v), None)
         if subject is not None:
             # "no large effusion or visualized pneumothorax": the subject opens the list
             if not any(heads[k] == subject and labels[k] == "cc" for k in range(subject, v)):
                 continue
             if slot != v or not tags[subject].startswith("NN"):
                 continue
-        elif label not in _NOMINAL_SLOTS and label not in _PREDICATES:
+        elif label not in _NOMINAL_SLOTS and label not in _PREDICATES and not progressive:
             continue
-        if any(labels[k] not in _PARTICIPLE_MOVABLE for k in others if k != subject):
+        movable = _PARTICIPLE_MOVABLE | ({"aux", "nsubj"} if progressive else set())
+        if any(labels[k] not in movable for k in others if k != subject):
             continue
         if label in _PREDICATES:
             label = "attr" if head > -1 and lemmas[head] == "be" else "dobj"

@@ -104,6 +104,7 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
             "No sizable effusion or visualized pneumothorax.",
             {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0, "Pneumothorax": 0.0},
         ),
+        ("The appearance could be evolving or resolving edema.", {"Edema": -1.0}),
         # ... but a participle that is a clause of its own keeps its object
         ("Opacity suggesting pneumonia.", {"Lung Opacity": 1.0, "Pneumonia": 1.0}),
         ("The patient is developing pneumonia.", {"Pneumonia": 1.0}),
