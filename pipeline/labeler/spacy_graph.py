@@ -473,10 +473,10 @@ def _repair_participle_modifiers(
 
 
 def _repair_subject_of_preposition(heads: list[int], labels: list[str], tags: list[str]) -> None:
-    """ "may represent lobar pneumonia given the history": spaCy sometimes makes the verb's
+    """ "could reflect lobar pneumonia given the fever": spaCy sometimes makes the verb's
     object the subject of a participle preposition ("given", "following") and the next noun
     that preposition's object. A preposition has no subject: the noun is the verb's object
-    (the "may represent XXX" uncertainty rule needs ``dobj``) and the noun after the
+    (the "may/could represent/reflect XXX" uncertainty rule needs ``dobj``) and the noun after the
     preposition its ``pobj``, as BLLIP reads it."""
     n = len(heads)
     for noun in range(n):

@@ -195,17 +195,17 @@ def test_participle_before_a_noun_becomes_its_modifier(spacy_labeler: Labeler) -
 
 
 def test_a_preposition_never_keeps_a_subject() -> None:
-    """spaCy's shape for "this may represent lobar pneumonia given history" (seen on real
+    """spaCy's shape for "this could reflect lobar pneumonia given fever" (seen on real
     reports, not reproducible on every wording): "pneumonia" is the subject of "given"."""
     from pipeline.labeler.spacy_graph import _repair_subject_of_preposition
 
-    # this may represent lobar pneumonia given history .
+    # this could reflect lobar pneumonia given fever .
     heads = [2, 2, -1, 4, 5, 2, 5, 2]
     labels = ["nsubj", "aux", "ROOT", "amod", "nsubj", "prep", "dobj", "punct"]
     tags = ["DT", "MD", "VB", "JJ", "NN", "VBN", "NN", "."]
     _repair_subject_of_preposition(heads, labels, tags)
-    assert (heads[4], labels[4]) == (2, "dobj")  # the verb's object, for "may represent XXX"
-    assert (heads[6], labels[6]) == (5, "pobj")  # -> nmod:given(represent, history)
+    assert (heads[4], labels[4]) == (2, "dobj")  # the verb's object, for "could reflect XXX"
+    assert (heads[6], labels[6]) == (5, "pobj")  # -> nmod:given(reflect, fever)
     # a verb that already has its object keeps its parse
     heads = [2, 2, -1, 2, 5, 2, 5, 2]
     labels = ["nsubj", "aux", "ROOT", "dobj", "nsubj", "prep", "dobj", "punct"]

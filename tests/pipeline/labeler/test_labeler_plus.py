@@ -60,8 +60,16 @@ def test_unknown_backend_is_a_clear_error() -> None:
         ),
         ("Clinical correlation for infection.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
         ("Resolved interstitial edema.", {"Edema": 1.0}, {"Edema": 0.0}),
-        ("Residua of old granulomatous infection.", {"Pneumonia": 1.0}, {"Pneumonia": 0.0}),
-        ("Atypical infection would be a consideration.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
+        (
+            "Calcified hilar nodes from healed granulomatous infection.",
+            {"Pneumonia": 1.0},
+            {"Pneumonia": 0.0},
+        ),
+        (
+            "Superimposed infection would be a consideration.",
+            {"Pneumonia": 1.0},
+            {"Pneumonia": -1.0},
+        ),
         ("The differential considerations include edema.", {"Edema": 1.0}, {"Edema": -1.0}),
         (
             "Interstitial pattern, differential diagnosis including chronic interstitial edema.",
