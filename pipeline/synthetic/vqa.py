@@ -107,9 +107,16 @@ def vqa_entries(
     test: bool,
     first_qid: int,
     rng: np.random.Generator,
+    limit: int = 0,
 ) -> list[dict[str, Any]]:
-    """Release-format entries for one image, numbered from ``first_qid``."""
+    """Release-format entries for one image, numbered from ``first_qid``; with ``limit`` > 0 a
+    seeded subset of at most ``limit`` questions (in their original order) is kept, to size
+    VQA fine-tuning for a CPU run."""
     phrase = "test_freeform" if test else "freeform"
+    questions = finding_questions(study, view, rng)
+    if 0 < limit < len(questions):
+        keep = np.sort(rng.choice(len(questions), size=limit, replace=False))
+        questions = [questions[int(i)] for i in keep]
     return [
         {
             "qid": first_qid + offset,
@@ -121,7 +128,5 @@ def vqa_entries(
             "question_type": question_type,
             "phrase_type": phrase,
         }
-        for offset, (question, answer, answer_type, question_type) in enumerate(
-            finding_questions(study, view, rng)
-        )
+        for offset, (question, answer, answer_type, question_type) in enumerate(questions)
     ]

@@ -64,6 +64,7 @@ class CorpusConfig:
     seed: int = 123
     image_size: int = 512
     jpeg_quality: int = 92
+    questions_per_image: int = 0
     train: float = 0.8
     valid: float = 0.1
 
@@ -77,6 +78,7 @@ class CorpusConfig:
             seed=int(block.get("seed", cls.seed)),
             image_size=int(block.get("image_size", cls.image_size)),
             jpeg_quality=int(block.get("jpeg_quality", cls.jpeg_quality)),
+            questions_per_image=int(block.get("questions_per_image", cls.questions_per_image)),
             train=float(ratios.get("train", cls.train)),
             valid=float(ratios.get("valid", cls.valid)),
         )
@@ -252,6 +254,7 @@ def write_corpus(out: Path, config: CorpusConfig, workers: int = 1) -> dict[str,
                         plan.split == "test",
                         len(questions),
                         vqa_rng,
+                        config.questions_per_image,
                     )
                 )
     for _ in parallel_map(_render_job, jobs, workers, "synthetic images", chunksize=16):

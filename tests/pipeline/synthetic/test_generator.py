@@ -290,3 +290,18 @@ def test_score_counts_false_positives_and_negatives() -> None:
     score = score_labels(truth, predicted)
     assert (score.precision, score.recall) == (0.5, 0.5)
     assert score.exact_match == 0.5
+
+
+def test_questions_per_image_keeps_a_seeded_subset(tmp_path) -> None:
+    config = CorpusConfig(n_images=40, seed=7, image_size=64, questions_per_image=3)
+    write_corpus(tmp_path / "a", config)
+    questions = json.loads((tmp_path / "a/vqa/questions.json").read_text())
+    per_image: dict[str, int] = {}
+    for question in questions:
+        per_image[question["image_name"]] = per_image.get(question["image_name"], 0) + 1
+    assert set(per_image.values()) == {3}
+    assert [q["qid"] for q in questions] == list(range(len(questions)))
+    write_corpus(tmp_path / "b", config)
+    assert (tmp_path / "b/vqa/questions.json").read_bytes() == (
+        tmp_path / "a/vqa/questions.json"
+    ).read_bytes()
