@@ -56,7 +56,9 @@ def run(command: list[str], cwd: Path) -> None:
         raise SystemExit(f"failed: {' '.join(command)}")
 
 
-def project(work: Path, n_images: int, bootstrap: int, profile: str, epochs: int | None) -> Path:
+def project(
+    work: Path, n_images: int, bootstrap: int, profile: str, epochs: int | None, questions: int
+) -> Path:
     """``work`` as a project root: params.yaml with the corpus listed; ``epochs`` (a smoke run)
     overrides the profile's pretraining and fine-tuning epochs."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -65,7 +67,11 @@ def project(work: Path, n_images: int, bootstrap: int, profile: str, epochs: int
         for task in TASKS:
             params["finetune"]["profiles"][profile][task]["epochs"] = epochs
     params["datasets"] = {DATASET: {"adapter": "synthetic", "raw": "data/raw/synthetic"}}
-    params["synthetic"] = {**params.get("synthetic", {}), "n_images": n_images}
+    params["synthetic"] = {
+        **params.get("synthetic", {}),
+        "n_images": n_images,
+        "questions_per_image": questions,
+    }
     params["evaluate"] = {**params.get("evaluate", {}), "bootstrap": bootstrap}
     params["tokenizer"] = {**params.get("tokenizer", {}), "pretrained": ""}  # offline WordPiece
     work.mkdir(parents=True, exist_ok=True)
@@ -106,6 +112,12 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=2000)
     parser.add_argument("--profile", default="learn")
     parser.add_argument("--bootstrap", type=int, default=5)
+    parser.add_argument(
+        "--questions-per-image",
+        type=int,
+        default=3,
+        help="VQA questions kept per image (VQA fine-tuning dominates a CPU run); 0 = all.",
+    )
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument(
         "--epochs", type=int, default=None, help="Override every epoch count (smoke runs)."
@@ -118,7 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work.resolve()
-    project(work, args.n_images, args.bootstrap, args.profile, args.epochs)
+    project(
+        work, args.n_images, args.bootstrap, args.profile, args.epochs, args.questions_per_image
+    )
     py = [sys.executable, "-m"]
     final = work / "models" / DATASET / "pretrain" / "final"
     done = args.resume and (final / "config.json").is_file()
