@@ -31,7 +31,7 @@ import logging
 import multiprocessing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -291,32 +291,95 @@ def _normal_ids(vocab_size: int, special_ids: tuple[int, ...]) -> np.ndarray:
 # --------------------------------------------------------------------------- IRM negatives
 
 
+#: Uniform draws tried before an explicit pool is built for a label set (a dominant label set
+#: would otherwise make rejection sampling slow).
+IRM_REJECTION_TRIES = 32
+
+
 @dataclass
 class IrmNegatives:
-    """The pairs stage's ``irm_negatives.parquet``: each training key's text and the keys of
-    reports with a different positive CheXpert label set."""
+    """The pairs stage's ``irm_negatives.parquet``: every training key's text, its positive
+    CheXpert label set and K precomputed keys of reports with a different label set.
+
+    With label sets (the ``labels`` column) a negative is re-drawn for every sample every epoch
+    from the *whole* training pool — any report whose label set differs — as MedViLL's loader
+    draws a random report per sample, instead of cycling through K fixed keys. Files without
+    the column (older pairs outputs) fall back to the K keys. A query with no label set
+    (unlabelled report) may take any labelled report but its own.
+    """
 
     texts: dict[str, str]
     negatives: dict[str, tuple[str, ...]]
+    label_sets: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._keys = sorted(self.label_sets)
+        names = sorted({s for s in self.label_sets.values() if s is not None})
+        index = {name: i for i, name in enumerate(names)}
+        self._set_of = np.array(
+            [-1 if self.label_sets[k] is None else index[self.label_sets[k]] for k in self._keys],
+            dtype=np.int64,
+        )
+        self._position = {k: i for i, k in enumerate(self._keys)}
+        self._pools: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def read(cls, path: Path | str) -> IrmNegatives:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=["key", "text", "negative_keys"]).to_pydict()
+        columns = pq.read_schema(path).names
+        wanted = ["key", "text", "negative_keys"] + (["labels"] if "labels" in columns else [])
+        table = pq.read_table(path, columns=wanted).to_pydict()
         texts = dict(zip(table["key"], table["text"], strict=True))
         negatives = {
             key: tuple(n for n in (negs or ()) if n in texts)
             for key, negs in zip(table["key"], table["negative_keys"], strict=True)
         }
-        without = sum(1 for negs in negatives.values() if not negs)
+        label_sets: dict[str, tuple[str, ...] | None] = {}
+        if "labels" in table:
+            label_sets = {
+                key: None if labels is None else tuple(sorted(labels))
+                for key, labels in zip(table["key"], table["labels"], strict=True)
+            }
+        result = cls(texts=texts, negatives=negatives, label_sets=label_sets)
+        without = sum(1 for key in texts if not result.has_negative(key))
         if without:
             log.warning(
                 "IRM: %d of %d training keys have no negatives; they are always matched pairs",
                 without,
-                len(negatives),
+                len(texts),
             )
-        return cls(texts=texts, negatives=negatives)
+        return result
+
+    def _pool(self, position: int) -> np.ndarray:
+        """Positions that are negatives of the key at ``position`` (built once per label set)."""
+        group = int(self._set_of[position])
+        cache = (group, position if group < 0 else -1)
+        if cache not in self._pools:
+            pool = (self._set_of >= 0) & (self._set_of != group)
+            pool[position] = False
+            self._pools[cache] = np.flatnonzero(pool)
+        return self._pools[cache]
+
+    def has_negative(self, key: str) -> bool:
+        if key in self._position:
+            return self._pool(self._position[key]).size > 0
+        return bool(self.negatives.get(key))
+
+    def draw(self, key: str, rng: np.random.Generator) -> str | None:
+        """One negative key for ``key`` from ``rng`` (None when it has none)."""
+        position = self._position.get(key)
+        if position is None:
+            options = self.negatives.get(key) or ()
+            return options[int(rng.integers(0, len(options)))] if options else None
+        group = int(self._set_of[position])
+        for _ in range(IRM_REJECTION_TRIES):
+            candidate = int(rng.integers(0, len(self._keys)))
+            # a different label set (never -1) is never the query itself
+            if self._set_of[candidate] >= 0 and self._set_of[candidate] != group:
+                return self._keys[candidate]
+        pool = self._pool(position)
+        return self._keys[int(pool[int(rng.integers(0, pool.size))])] if pool.size else None
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -497,12 +560,13 @@ class PretrainShards(IterableDataset):
         matched = 1
         draw = rng.random()
         if self.negatives is not None:
-            options = self.negatives.negatives.get(key)
-            if options is None:
+            if key not in self.negatives.texts:
                 counters["unpaired"] += 1
-            elif options and draw < s.negative_probability:
-                text = self.negatives.texts[options[int(rng.integers(0, len(options)))]]
-                matched = 0
+            elif draw < s.negative_probability:
+                negative = self.negatives.draw(key, rng)
+                if negative is not None:
+                    text = self.negatives.texts[negative]
+                    matched = 0
         tokens = self.tokenizer(
             text, add_special_tokens=False, truncation=True, max_length=self.spec.max_tokens
         )["input_ids"]

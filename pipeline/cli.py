@@ -233,6 +233,47 @@ def label_reports_command(
 _stage_command("all", "Run every stage in order for one dataset.", tuple(STAGES))
 
 
+@app.command(name="synthesize")
+def synthesize_command(
+    out: Annotated[
+        Path, typer.Option(help="Corpus root to write (adapter `synthetic` reads it).")
+    ] = Path("data/raw/synthetic"),
+    n_images: Annotated[
+        int | None, typer.Option(help="Images to generate. Default: synthetic.n_images.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed. Default: synthetic.seed.")] = None,
+    score: Annotated[
+        bool,
+        typer.Option(help="Also label the reports and print the labeler's F1 vs ground truth."),
+    ] = False,
+    workers: WorkersOpt = 0,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Generate the learnable synthetic chest X-ray corpus (images, reports, labels, VQA).
+
+    Then: medvill-prep all --dataset synthetic --adapter synthetic --raw OUT
+    """
+    from pipeline.synthetic.writer import CorpusConfig, write_corpus
+
+    n_workers = workers if workers > 0 else default_workers()
+    with user_errors(FileNotFoundError, ValueError):
+        config = CorpusConfig.from_params(load_params(params), n_images=n_images, seed=seed)
+        summary = write_corpus(out, config, workers=n_workers)
+    info(
+        f"synthetic corpus → {out}: {summary['images']} images, {summary['studies']} studies, "
+        f"{summary['patients']} patients, {summary['questions']} VQA questions"
+    )
+    if score:
+        from pipeline.synthetic.score import score_corpus
+
+        result = score_corpus(out, workers=n_workers)
+        info(
+            f"labeler vs ground truth ({result.reports} reports): F1 {result.f1:.4f} "
+            f"(precision {result.precision:.4f}, recall {result.recall:.4f}), "
+            f"exact match {result.exact_match:.4f}"
+        )
+
+
 def main() -> None:
     app()
 

@@ -7,7 +7,8 @@ are drop-in for the original code and our own training reads the same content. I
 Outputs under ``<interim>/pairs/``:
 
 * ``Train.jsonl``/``Valid.jsonl``/``Test.jsonl`` — report/image JSONL (``taskfiles.jsonl``);
-* ``irm_negatives.parquet`` — ``key``, ``text``, ``negative_keys`` (``taskfiles.irm``);
+* ``irm_negatives.parquet`` — ``key``, ``text``, ``negative_keys``, ``labels`` for every
+  training record (``taskfiles.irm``);
 * ``I2T_Label_{Valid,Test}.jsonl``/``T2I_Label_{Valid,Test}.jsonl`` (``taskfiles.retrieval``);
 * ``annotation.json`` — R2Gen export (``taskfiles.r2gen``);
 * ``label_sets.json`` — the full label-set distribution per split;
@@ -16,7 +17,8 @@ Outputs under ``<interim>/pairs/``:
 
 Unit of a task record (``pairs.unit``): MedViLL used one image per study, so for MIMIC-CXR
 (``auto`` → ``study``) a record is a study, its id is the study id with an ``s`` prefix and its
-image is the study's first usable image id in sorted order; other datasets (``auto`` →
+image is the study's first AP image (MedViLL's 91,685 pairs are AP), else its first PA image,
+else its first image, by image id; other datasets (``auto`` →
 ``image``) get one record per image with id = image id. Unlabelled records (all 14 labels
 blank) stay in the JSONL and the R2Gen export with an empty label but are left out of the IRM
 negatives and retrieval blocks; stats.json counts them.
@@ -68,6 +70,8 @@ SPLIT_COLUMNS: tuple[str, ...] = (*INGEST_COLUMNS, "chosen_text", *CHEXPERT_LABE
 RETRIEVAL_SPLITS: tuple[str, ...] = ("valid", "test")
 #: Fixed RNG stream per output so that e.g. changing K leaves the retrieval files unchanged.
 IRM_STREAM = 0
+#: A study's task image is its first image of the first view here that it has (then any view).
+VIEW_PREFERENCE: tuple[str, ...] = ("AP", "PA")
 #: Labels sets listed in stats.json per split (the full distribution is in label_sets.json).
 TOP_LABEL_SETS = 10
 
@@ -186,6 +190,16 @@ def load_usable(paths: DatasetPaths, run: StageRun) -> pd.DataFrame:
     return usable.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
+def representative_row(group: pd.DataFrame) -> pd.Series:
+    """The image standing for a task record: the first (by image id — ``group`` is sorted) of
+    the most preferred view in ``VIEW_PREFERENCE``."""
+    views = group["view"].fillna("").astype(str).str.upper()
+    rank = [
+        VIEW_PREFERENCE.index(v) if v in VIEW_PREFERENCE else len(VIEW_PREFERENCE) for v in views
+    ]
+    return group.iloc[int(np.argmin(rank))]
+
+
 def task_records(
     usable: pd.DataFrame, paths: DatasetPaths, config: PairsConfig
 ) -> tuple[list[TaskRecord], pd.DataFrame]:
@@ -212,7 +226,7 @@ def task_records(
     records: list[TaskRecord] = []
     representative: dict[str, str] = {}
     for task_id, group in usable.groupby("task_id", sort=True):
-        first = group.iloc[0]  # usable is sorted by image_id: first image id of the study
+        first = representative_row(group)
         representative[str(task_id)] = str(first["image_id"])
         records.append(
             TaskRecord(

@@ -5,6 +5,12 @@ Sample layout (docs/architecture.md §4): key ``<dataset>_<image_id>``; members 
 — ids, view, section texts, split and the 14 CheXpert labels (null = blank) in the fixed order of
 ``CHEXPERT_LABELS``. No pickled members, ever.
 
+Shards hold what the task files hold: the pairs stage decides which image stands for each task
+record (``pairs.unit``: for MIMIC-CXR one record per study, its first image — MedViLL's 91,685
+pairs — else one per image), and only those images are written. Every other image becomes a
+reject row naming the record it belongs to, so pretraining sees exactly the pairs the
+fine-tuning files and the IRM negatives are built from.
+
 Tars are reproducible: samples sorted by key, members sorted by extension (webdataset's
 writer), fixed mtime/owner/mode, so a rerun gives byte-identical shards and DVC sees no change.
 """
@@ -49,6 +55,7 @@ def sample_metadata(row: pd.Series) -> dict[str, Any]:
     return {
         "dataset": str(row["dataset"]),
         "image_id": str(row["image_id"]),
+        "task_id": str(row["task_id"]),
         "patient_id": str(row["patient_id"]),
         "study_id": str(row["study_id"]),
         "view": str(row["view"]),
@@ -92,6 +99,43 @@ def write_shard(samples: list[dict[str, Any]], path: Path) -> None:
         raise
 
 
+def task_images(merged: pd.DataFrame, paths: DatasetPaths, run: StageRun) -> pd.DataFrame:
+    """Keep the images that stand for a task record in ``<interim>/pairs/records.parquet``.
+
+    Reject codes: ``not_paired`` (the pairs stage rejected the image, e.g. empty text) and
+    ``not_task_image`` (another image of the same task record — the study — was chosen).
+    """
+    pairs_source = paths.stage_dir("pairs") / "records.parquet"
+    pairs = read_parquet(pairs_source)
+    require_columns(pairs, ["image_id", "task_id", "representative"], pairs_source)
+    task_of = dict(zip(pairs["image_id"].astype(str), pairs["task_id"].astype(str), strict=True))
+    chosen = pairs.loc[pairs["representative"].astype(bool)]
+    image_of_task = dict(
+        zip(chosen["task_id"].astype(str), chosen["image_id"].astype(str), strict=True)
+    )
+    keep: list[bool] = []
+    for image_id, image_path in zip(merged["image_id"], merged["image_path"], strict=True):
+        task = task_of.get(str(image_id))
+        if task is None:
+            run.reject(
+                image_id,
+                "not_paired",
+                f"{image_path}: not in the task files (rejected by the pairs stage, see "
+                f"{paths.stage_dir('pairs') / 'rejects.parquet'})",
+            )
+        elif image_of_task[task] != str(image_id):
+            run.reject(
+                image_id,
+                "not_task_image",
+                f"{image_path}: task record {task} is image {image_of_task[task]} "
+                "(pairs.unit: study keeps each study's first image, as MedViLL)",
+            )
+        keep.append(task is not None and image_of_task[task] == str(image_id))
+    kept = merged.loc[pd.Series(keep, index=merged.index, dtype=bool)].copy()
+    kept["task_id"] = [task_of[str(i)] for i in kept["image_id"]]
+    return kept
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
     """Write ``<shards>/<split>/shard-*.tar``, ``<shards>/members.parquet`` (where every
     member is: loaders seek from it instead of scanning tar headers) and ``index.json``."""
@@ -118,7 +162,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
             f"{image_path}: no processed image (rejected by the images stage, see "
             f"{paths.stage_dir('images') / 'rejects.parquet'})",
         )
-    merged = merged[~missing].copy()
+    merged = task_images(merged[~missing], paths, run)
     merged["key"] = [
         sample_key(d, i) for d, i in zip(merged["dataset"], merged["image_id"], strict=True)
     ]

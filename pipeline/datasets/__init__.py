@@ -1,8 +1,8 @@
 """The ingest stage: a dataset adapter turns a raw tree into one record per image.
 
-Adapters (one module per source: ``sample``, ``mimic_cxr``, ``openi``) only know their own
-layout. Checks that apply to every dataset live here: duplicate image ids, images that do not
-exist on disk, and the view filter. Each produces a reject row naming the file.
+Adapters (one module per source: ``sample``, ``mimic_cxr``, ``openi``, ``synthetic``) only
+know their own layout. Checks that apply to every dataset live here: duplicate image ids,
+images that do not exist on disk, and the view filter. Each produces a reject row naming the file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.rawfiles import UNREADABLE, RawInputError, resolve_under
 from pipeline.records import INGEST_COLUMNS
 from pipeline.stage import StageRun
 
-ADAPTERS = ("sample", "mimic_cxr", "openi")
+ADAPTERS = ("sample", "mimic_cxr", "openi", "synthetic")
 #: File name suffixes counted as images when looking for files the metadata never lists.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 #: How many unlisted image paths stats.json shows as examples.

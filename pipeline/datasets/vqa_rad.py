@@ -345,10 +345,12 @@ def finish_release(
     config: VqaConfig,
     release: VqaRelease,
     image_files: Mapping[str, str],
+    source: str = "vqa_rad",
 ) -> dict[str, Any]:
     """Drop questions whose image the images stage rejected, write the files and stats.
 
-    ``image_files`` maps image id → ``image_file`` from ``<interim>/images/records.parquet``.
+    ``image_files`` maps image id → ``image_file`` from ``<interim>/images/records.parquet``;
+    ``source`` is ``vqa_rad`` (a real release) or ``synthetic`` (a generated corpus's questions).
     """
     out_dir = paths.stage_dir(STAGE)
     run = StageRun(STAGE, paths.name, out_dir, n_in=release.n_in)
@@ -367,7 +369,11 @@ def finish_release(
         )
     by_name = {e["image_name"]: processed[image_id_of(e["image_name"])] for e in kept}
     run.extra.update(
-        {"source": "vqa_rad", "synthetic": False, **write_vqa_files(out_dir, kept, by_name)}
+        {
+            "source": source,
+            "synthetic": source != "vqa_rad",
+            **write_vqa_files(out_dir, kept, by_name),
+        }
     )
     return run.finish(records_frame(kept, by_name))
 
@@ -471,8 +477,28 @@ def run_demo(paths: DatasetPaths, params: dict[str, Any]) -> dict[str, Any]:
     return run.finish(records_frame(entries, by_name), reconcile=False, out_unit="questions")
 
 
+# --- a generated corpus's questions ---------------------------------------------------------
+
+
+def run_synthetic_corpus(paths: DatasetPaths, params: dict[str, Any]) -> dict[str, Any]:
+    """A ``synthetic`` corpus ships release-format questions drawn from its findings
+    (``vqa/questions.json``, images in ``images/``); its images were already processed by the
+    report pipeline's images stage, so only the questions are read here."""
+    from pipeline.synthetic.writer import VQA_FILE
+
+    block = VqaConfig.from_params(params)
+    config = VqaConfig(json=VQA_FILE, image_dir="images", image_root=block.image_root)
+    release = read_release(paths.raw, config)
+    for entry in release.entries:
+        entry["synthetic"] = True
+    return finish_release(paths, config, release, image_files_of(paths), source="synthetic")
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """``medvill-prep vqa``: the VQA-RAD release for adapter ``vqa_rad``, else synthetic."""
+    """``medvill-prep vqa``: the VQA-RAD release for adapter ``vqa_rad``, the generated
+    questions for adapter ``synthetic``, else a demo set from the labels."""
     if paths.adapter == "vqa_rad":
         return run_release(paths, params, workers)
+    if paths.adapter == "synthetic":
+        return run_synthetic_corpus(paths, params)
     return run_demo(paths, params)

@@ -9,8 +9,11 @@ purpose: its fuzzy ratio called two *empty* label strings different, so it used 
 finding" reports as negatives of each other; here they share a label set and are not negatives.
 (Sets also make unsorted or differently quoted strings of the same names equal.)
 
-Unlabelled records (all 14 values blank) are neither queries nor negatives: with no label set,
-"different" is undefined.
+Unlabelled records (all 14 values blank) are never negatives: with no label set, "different"
+is undefined. Every training record still gets a row — its text and its label set (``labels``,
+null when unlabelled) — because the pretraining loader re-draws a negative for every sample
+each epoch from the whole pool of rows (``medvill.data.IrmNegatives``); ``negative_keys`` are
+the K fixed draws for consumers that want a precomputed list.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ IRM_SCHEMA = pa.schema(
         pa.field("key", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
         pa.field("negative_keys", pa.list_(pa.string()), nullable=False),
+        pa.field("labels", pa.list_(pa.string()), nullable=True),
     ]
 )
 
@@ -43,6 +47,7 @@ class IrmResult:
 
     negatives: dict[str, list[str]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, list[str] | None] = field(default_factory=dict)
     queries: int = 0
     unlabelled_skipped: int = 0
     no_negative: list[str] = field(default_factory=list)
@@ -69,6 +74,9 @@ def sample_negatives(records: Sequence[TaskRecord], k: int, rng: np.random.Gener
     if k < 1:
         raise ValueError(f"pairs.irm_negatives_k must be >= 1, got {k}")
     result = IrmResult()
+    for record in records:
+        result.texts[record.key] = record.text
+        result.labels[record.key] = None if record.labels is None else sorted(record.labels)
     labelled = sorted((r for r in records if r.labels is not None), key=lambda r: r.key)
     result.unlabelled_skipped = len(records) - len(labelled)
     result.queries = len(labelled)
@@ -91,18 +99,18 @@ def sample_negatives(records: Sequence[TaskRecord], k: int, rng: np.random.Gener
             picks = rng.choice(pool.size, size=k, replace=replace)
             record = labelled[index]
             result.negatives[record.key] = [str(key) for key in keys[pool[picks]]]
-            result.texts[record.key] = record.text
     return result
 
 
 def irm_table(result: IrmResult) -> pa.Table:
-    """The negatives as an Arrow table sorted by key, typed by ``IRM_SCHEMA`` even when empty."""
-    order = sorted(result.negatives)
+    """Every record as an Arrow row sorted by key, typed by ``IRM_SCHEMA`` even when empty."""
+    order = sorted(result.texts)
     return pa.table(
         {
             "key": order,
             "text": [result.texts[key] for key in order],
-            "negative_keys": [result.negatives[key] for key in order],
+            "negative_keys": [result.negatives.get(key, []) for key in order],
+            "labels": [result.labels.get(key) for key in order],
         },
         schema=IRM_SCHEMA,
     )

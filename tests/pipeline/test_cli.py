@@ -43,14 +43,14 @@ def test_adapter_choices_are_the_adapters_and_listed_in_help() -> None:
         app, ["images", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
     )
     assert result.exit_code == 0
-    assert "sample|mimic_cxr|openi|vqa_rad" in _flat(result.output)
+    assert "sample|mimic_cxr|openi|synthetic|vqa_rad" in _flat(result.output)
 
 
 def test_an_adapter_typo_exits_2_naming_the_choices(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*_ingest(tmp_path), "--adapter", "mimic"])
     assert result.exit_code == 2
     flat = _flat(result.output)
-    assert "'mimic'isnotoneof'sample','mimic_cxr','openi','vqa_rad'" in flat
+    assert "'mimic'isnotoneof'sample','mimic_cxr','openi','synthetic','vqa_rad'" in flat
     assert not (tmp_path / "out").exists()
 
 

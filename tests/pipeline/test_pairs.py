@@ -205,14 +205,15 @@ def test_openi_style_has_no_split_key_and_quotes_empty_label(tmp_path: Path) -> 
     assert empties and all(line["label"] == "''" for line in empties)
 
 
-def test_unlabelled_records_stay_in_jsonl_but_not_in_irm_or_retrieval(mimic) -> None:
+def test_unlabelled_records_stay_in_jsonl_and_irm_pool_but_are_nobodys_negative(mimic) -> None:
     paths, _, stats = mimic
     out = paths.stage_dir("pairs")
     train = {line["id"]: line for line in read_jsonl(out / "Train.jsonl")}
     assert train["s50000003"]["label"] == ""  # study 3 is unlabelled
     irm = pq.read_table(out / "irm_negatives.parquet").to_pydict()
     unlabelled_key = sample_key("mimic_cxr", "img0003a")
-    assert unlabelled_key not in irm["key"]
+    row = irm["key"].index(unlabelled_key)  # in the pool: the loader draws negatives for it
+    assert irm["labels"][row] is None and irm["negative_keys"][row] == []
     assert all(unlabelled_key not in negatives for negatives in irm["negative_keys"])
     for direction in ("I2T", "T2I"):
         lines = read_jsonl(out / f"{direction}_Label_Valid.jsonl")
@@ -232,8 +233,9 @@ def test_irm_negatives_have_other_label_sets_from_the_training_split(mimic) -> N
     paths, frame, stats = mimic
     out = paths.stage_dir("pairs")
     table = pq.read_table(out / "irm_negatives.parquet")
-    assert table.column_names == ["key", "text", "negative_keys"]
+    assert table.column_names == ["key", "text", "negative_keys", "labels"]
     assert str(table.schema.field("negative_keys").type) == "list<element: string>"
+    assert str(table.schema.field("labels").type) == "list<element: string>"
     rows = table.to_pylist()
     by_key = {sample_key("mimic_cxr", i): i for i in frame["image_id"]}
     train_keys = {
@@ -241,7 +243,11 @@ def test_irm_negatives_have_other_label_sets_from_the_training_split(mimic) -> N
         for line in read_jsonl(out / "Train.jsonl")
     }
     labelled_train = {k for k in train_keys if expected_labels(frame, by_key[k]) is not None}
-    assert [row["key"] for row in rows] == sorted(labelled_train)
+    assert [row["key"] for row in rows] == sorted(train_keys)  # every training record
+    for row in rows:
+        expected = expected_labels(frame, by_key[row["key"]])
+        assert row["labels"] == (None if expected is None else sorted(expected))
+    rows = [row for row in rows if row["key"] in labelled_train]
     for row in rows:
         query_labels = expected_labels(frame, by_key[row["key"]])
         assert len(row["negative_keys"]) == 3
@@ -258,7 +264,8 @@ def test_irm_split_with_one_label_set_reports_no_negative_and_terminates(tmp_pat
     paths = make_paths(tmp_path)
     build_inputs(paths, label_sets=((),), unlabelled=(), rejected_images=(), empty_text=())
     stats = run_stage(paths, params_for(tmp_path), workers=1)
-    assert pq.read_table(paths.stage_dir("pairs") / "irm_negatives.parquet").num_rows == 0
+    table = pq.read_table(paths.stage_dir("pairs") / "irm_negatives.parquet").to_pydict()
+    assert len(table["key"]) == 14 and all(n == [] for n in table["negative_keys"])
     assert stats["irm"]["no_negative"] == stats["irm"]["labelled_queries"] == 14
     # Two empty label sets are the same set (unlike the original's fuzzy string check), so
     # no retrieval candidate is misaligned either: every flag is [1].
@@ -283,6 +290,25 @@ def test_irm_small_pool_draws_with_replacement(tmp_path: Path) -> None:
     assert all(by_key[key] == [lonely] * 3 for key in by_key if key != lonely)
     assert len(by_key[lonely]) == 3 and lonely not in by_key[lonely]
     assert stats["irm"]["small_pool_with_replacement"] == 5
+
+
+def test_study_record_takes_its_first_ap_image_over_an_earlier_pa(tmp_path: Path) -> None:
+    """MedViLL's pairs are AP: a study with PA img…a and AP img…b is represented by img…b."""
+    paths = make_paths(tmp_path)
+    build_inputs(paths, rejected_images=())
+    for stage in ("split", "images"):
+        path = paths.stage_dir(stage) / "records.parquet"
+        frame = pd.read_parquet(path)
+        frame.loc[frame["image_id"] == "img0002a", "view"] = "PA"
+        write_parquet(frame, path)
+    run_stage(paths, params_for(tmp_path), workers=1)
+    records = pd.read_parquet(paths.stage_dir("pairs") / "records.parquet").set_index("image_id")
+    assert (
+        records.loc["img0002b", "representative"] and not records.loc["img0002a", "representative"]
+    )
+    assert records.loc["img0005a", "representative"]  # both AP: the first image id
+    train = {line["id"]: line for line in read_jsonl(paths.stage_dir("pairs") / "Train.jsonl")}
+    assert train["s50000002"]["img"].endswith("img0002b.jpg")
 
 
 # --- retrieval blocks ------------------------------------------------------------------------

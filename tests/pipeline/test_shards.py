@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -25,6 +26,26 @@ def _jpeg_bytes(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _write_pairs(paths, records, tasks: dict[str, str] | None = None, unpaired=()) -> None:
+    """pairs/records.parquet as the pairs stage writes it: ``tasks`` maps image → task id
+    (default: one task per image); a task's first image id stands for it."""
+    rows = records[~records["image_id"].isin(unpaired)]
+    task_ids = [(tasks or {}).get(i, i) for i in rows["image_id"]]
+    first: dict[str, str] = {}
+    for image_id, task in sorted(zip(rows["image_id"], task_ids, strict=True)):
+        first.setdefault(task, image_id)
+    frame = pd.DataFrame(
+        {
+            "image_id": rows["image_id"].tolist(),
+            "task_id": task_ids,
+            "representative": [
+                first[t] == i for i, t in zip(rows["image_id"], task_ids, strict=True)
+            ],
+        }
+    )
+    write_parquet(frame, paths.stage_dir("pairs") / "records.parquet")
 
 
 def _prepare(tmp_path: Path, n: int = 7, missing: tuple[str, ...] = ()) -> tuple:
@@ -50,6 +71,7 @@ def _prepare(tmp_path: Path, n: int = 7, missing: tuple[str, ...] = ()) -> tuple
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_jpeg_bytes(i))
     write_parquet(image_rows, paths.stage_dir("images") / "records.parquet")
+    _write_pairs(paths, records[~records["image_id"].isin(missing)])
     return paths, records
 
 
@@ -145,3 +167,27 @@ def test_member_index_lists_every_member_where_the_tar_has_it(tmp_path: Path) ->
         assert [(r["name"], r["offset"], r["size"]) for r in rows] == expected
         size = (paths.shards / relative).stat().st_size
         assert {r["shard_bytes"] for r in rows} == {size}
+
+
+def test_shards_keep_one_image_per_task_record_as_the_task_files(tmp_path: Path) -> None:
+    """pairs.unit: study — img00..img02 are one study (task s1): only img00 is a sample."""
+    paths, records = _prepare(tmp_path)
+    _write_pairs(paths, records, tasks={"img00": "s1", "img01": "s1", "img02": "s1"})
+    stats = run_stage(paths, {"shards": {"samples_per_shard": 10}}, workers=1)
+    assert (stats["in"], stats["out"], stats["rejected"]) == (7, 5, 2)
+    assert stats["reject_reasons"] == {"not_task_image": 2}
+    rejects = read_parquet(paths.stage_dir("shards") / "rejects.parquet")
+    assert rejects["id"].tolist() == ["img01", "img02"]
+    assert "task record s1 is image img00" in rejects["reason"].iloc[0]
+    samples = list(wds.WebDataset(str(paths.shards / "train/shard-000000.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [sample_key("toy", i) for i in ("img00", "img05")]
+    assert json.loads(samples[0]["json"])["task_id"] == "s1"
+
+
+def test_image_the_pairs_stage_rejected_is_not_a_sample(tmp_path: Path) -> None:
+    paths, records = _prepare(tmp_path)
+    _write_pairs(paths, records, unpaired=("img04",))
+    stats = run_stage(paths, {"shards": {"samples_per_shard": 10}}, workers=1)
+    assert (stats["in"], stats["out"], stats["reject_reasons"]) == (7, 6, {"not_paired": 1})
+    rejects = read_parquet(paths.stage_dir("shards") / "rejects.parquet")
+    assert rejects["id"].tolist() == ["img04"] and "pairs stage" in rejects["reason"].iloc[0]
