@@ -167,6 +167,7 @@ class CardFacts:
     base_model: str | None = None  # a Hub id, for the front matter's base_model
     labels: tuple[str, ...] = ()
     step: int | None = None
+    model_module: str = ""  # where ``model_class`` is defined, for the loading example
 
 
 #: Old Hub aliases → the repository id the Hub front matter's ``base_model`` links to.
@@ -225,6 +226,7 @@ def checkpoint_facts(
         kind=kind,
         dataset=dataset,
         model_class=type(model).__name__,
+        model_module=type(model).__module__,
         architecture=architecture_facts(model.config),
         params=params,
         split_counts=counts,
@@ -258,16 +260,7 @@ def build_model_card(facts: CardFacts) -> str:
         "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
         f"# {title}",
         f"{summary}. Written by the medvill toolkit when this checkpoint was saved.",
-        "## How to load\n\n"
-        "```python\n"
-        "import medvill  # registers the MedViLL classes with transformers' Auto classes\n"
-        "from transformers import AutoModel, AutoTokenizer\n\n"
-        'encoder = AutoModel.from_pretrained("path/to/this/folder")  # the joint encoder\n'
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")\n'
-        "```\n\n"
-        f"The full saved model is `{facts.model_class}` (`config.json` → `architectures`). "
-        "The model takes a normalised image tensor plus a tokenised text block, so "
-        "transformers' `pipeline()` cannot drive it; use the `medvill` commands or classes.",
+        _how_to_load(facts),
         "## Model\n\n" + _table(facts.architecture, ("field", "value")),
         _initialisation(facts),
         _data_section(facts, licence),
@@ -288,6 +281,33 @@ def write_model_card(folder: Path, facts: CardFacts) -> Path:
     path = Path(folder) / CARD_FILE
     path.write_text(build_model_card(facts), encoding="utf-8")
     return path
+
+
+def _how_to_load(facts: CardFacts) -> str:
+    lines = [
+        "## How to load",
+        "",
+        "```python",
+        "import medvill  # registers the MedViLL classes with transformers' Auto classes",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        'encoder = AutoModel.from_pretrained("path/to/this/folder")  # the joint encoder',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+    ]
+    if facts.model_module:
+        lines += [
+            f"from {facts.model_module} import {facts.model_class}",
+            "",
+            f'model = {facts.model_class}.from_pretrained("path/to/this/folder")  # with its heads',
+        ]
+    lines += [
+        "```",
+        "",
+        f"The saved model is `{facts.model_class}` (`config.json` → `architectures`). It takes a "
+        "normalised image tensor plus a tokenised text block, so transformers' `pipeline()` "
+        "cannot drive it; use the `medvill` commands or classes.",
+    ]
+    return "\n".join(lines)
 
 
 def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:

@@ -93,6 +93,7 @@ def facts(**overrides) -> CardFacts:
         split_counts={"train": 120, "valid": 7, "test": 9}, shards=5,
         metrics={"valid_micro_auroc": 0.87654321, "threshold": 0.25},
         labels=("No Finding", "Enlarged Cardiomediastinum"),
+        model_module="medvill.tasks.classification",
     )  # fmt: skip
     values.update(overrides)
     return CardFacts(**values)
@@ -110,6 +111,7 @@ def test_model_card_front_matter_and_body_carry_the_given_facts() -> None:
     assert '"lr": 1e-05' in body and '"uncertain": "negative"' in body
     assert "| train | 120 |" in body and "| shard files | 5 |" in body
     assert "| 1 | Enlarged Cardiomediastinum |" in body
+    assert "from medvill.tasks.classification import MedViLLForClassification" in body
     assert "must not be used for diagnosis" in body
     assert "not transferable" in body  # MIMIC-derived weights stay with credentialed users
     assert "do not publish it openly" in body
