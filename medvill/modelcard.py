@@ -20,6 +20,10 @@ import yaml
 
 CARD_FILE = "README.md"
 
+#: Metrics that measure the machine, not the model. Left out of the card so that the same
+#: training gives a byte-identical checkpoint folder (and DVC sees no change downstream).
+_TIMING_KEYS = frozenset({"samples_per_s", "wall_time_s", "elapsed_s"})
+
 #: What each kind of checkpoint is, and the Hub pipeline tag closest to it. MedViLL takes an
 #: image *and* a text block, so no transformers ``pipeline()`` runs it as is: the tag only
 #: files the model under the right task on the Hub.
@@ -356,10 +360,15 @@ def _metrics_section(facts: CardFacts) -> str:
             else f"`reports/{facts.dataset}/{facts.kind}/metrics.json` after `medvill evaluate`"
         )
         return f"## Metrics\n\nNone recorded at save time; see {where}."
-    flat = {k: v for k, v in facts.metrics.items() if isinstance(v, int | float | str)}
+    flat = {
+        k: v
+        for k, v in facts.metrics.items()
+        if isinstance(v, int | float | str) and k not in _TIMING_KEYS
+    }
     note = (
         "Training-time numbers (losses on the training data, validation scores used for "
-        "model selection). Test-set results come from `medvill evaluate`."
+        "model selection). Test-set results come from `medvill evaluate`; speed and wall "
+        "time are in the run's `metrics.json`."
     )
     return "## Metrics\n\n" + note + "\n\n" + _table(flat, ("metric", "value"))
 
