@@ -384,7 +384,8 @@ def _task_card(
     """Card facts of a fine-tuned model; without ``paths`` the dataset is read off the
     ``models/<dataset>/<task>/final`` layout."""
     if paths is None:
-        paths = TaskPaths(out.parents[3], out.parents[1].name)
+        layout = out.resolve().parents  # <root>/models/<dataset>/<task>/final
+        paths = TaskPaths(layout[3], layout[1].name)
     numbers = {k: v for k, v in task_info.items() if isinstance(v, int | float)}
     if history:
         numbers["final_train_loss"] = history[-1]["loss"]

@@ -177,3 +177,22 @@ def test_text_weights_load_from_the_cache_only_at_the_pinned_commit(
         assert origin["text"].startswith(f"bert-base-uncased@{BERT_COMMIT} (")
     else:
         assert origin["text"] == "random"
+
+
+def test_a_task_checkpoint_saved_without_paths_reads_its_dataset_off_the_folder_layout(
+    tmp_path: Path, pretraining_checkpoint: Path
+) -> None:
+    from medvill.tasks.common import save_finetuned
+    from medvill.tokenizer import train_wordpiece
+
+    model = MedViLLForPretraining.from_pretrained(pretraining_checkpoint)
+    tokenizer = train_wordpiece(["no acute cardiopulmonary process"] * 3, vocab_size=60)
+    out = tmp_path / "models" / "openi" / "generation" / "final"
+    info = {"task": "generation", "mask": "s2s", "pretrained": "models/openi/pretrain/final"}
+    save_finetuned(model, tokenizer, out, info, [{"loss": 2.5}, {"loss": 1.5}])
+    card = (out / "README.md").read_text()
+    assert "# MedViLL generation — openi" in card and "Open-I" in card
+    assert "| final_train_loss | 1.5 |" in card and "| steps | 2 |" in card
+    assert '"mask": "s2s"' in card and "pretraining checkpoint models/openi/pretrain/final" in card
+    assert "Sample counts: unknown" in card  # no shard index under tmp_path/data
+    assert yaml.safe_load(card.split("---\n")[1])["pipeline_tag"] == "image-to-text"
