@@ -41,10 +41,12 @@ echo "== tests"
 # The model, checkpoints, Auto classes, model cards, golden outputs and pinned hub loading
 # (transformers, tokenizers, safetensors, torch, torchvision); pretraining and the four tasks
 # (scikit-learn, scipy, nltk, matplotlib); the shard reader against webdataset; shards
-# (pyarrow, pandas, webdataset) and the labeler (spaCy and its pinned model).
+# (pyarrow, pandas, webdataset), the labeler (spaCy and its pinned model) and both CLIs (typer,
+# rich).
 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     tests/medvill/test_model.py tests/medvill/test_hf_conventions.py \
     tests/medvill/test_golden_outputs.py tests/medvill/test_masks.py tests/medvill/test_data.py \
     tests/medvill/test_shardreader.py tests/medvill/test_metrics.py \
     tests/medvill/test_pretrain.py tests/medvill/test_tasks.py \
-    tests/pipeline/test_shards.py tests/pipeline/test_label.py "$@"
+    tests/pipeline/test_shards.py tests/pipeline/test_label.py \
+    tests/medvill/test_cli.py tests/pipeline/test_cli.py "$@"
