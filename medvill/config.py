@@ -31,6 +31,8 @@ PINNED_HUB_REVISIONS: dict[str, str] = {
 }
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+#: What a Hub repository id looks like (``name`` or ``owner/name``); anything else is a path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 #: Fields shared with ``transformers.BertConfig``: the joint encoder is a plain BERT.
 _BERT_FIELDS: tuple[str, ...] = (
@@ -183,13 +185,14 @@ AutoConfig.register(MedViLLConfig.model_type, MedViLLConfig, exist_ok=True)
 def hub_source(source: str) -> tuple[str, str | None]:
     """(where, revision) for a ``from_pretrained`` source given in params.yaml.
 
-    A local directory loads as is (revision None). A Hub id loads at a fixed commit: the one in
+    A local directory, or anything shaped like a path rather than a Hub id (absolute, ``./``,
+    more than one ``/``), loads as is (revision None). A Hub id loads at a fixed commit: the one in
     :data:`PINNED_HUB_REVISIONS`, or the one written after it as ``id@<commit>``. A Hub id with
     neither is refused, because its bytes could change between two runs of the same params.
     """
-    if Path(source).is_dir():
-        return source, None
     repo_id, _, revision = source.partition("@")
+    if Path(source).is_dir() or not _HUB_ID.fullmatch(repo_id):
+        return source, None  # a folder (maybe a missing one: loading it then fails clearly)
     revision = revision or PINNED_HUB_REVISIONS.get(repo_id, "")
     if not _COMMIT.fullmatch(revision):
         raise ValueError(

@@ -134,6 +134,8 @@ def test_model_card_licence_depends_on_the_data_and_metrics_may_be_absent() -> N
 
 def test_hub_sources_are_pinned_to_a_commit(tmp_path: Path) -> None:
     assert hub_source(str(tmp_path)) == (str(tmp_path), None)
+    missing = str(tmp_path / "no-such-bert")  # a path, not a Hub id: loading it fails later
+    assert hub_source(missing) == (missing, None)
     assert hub_source("bert-base-uncased") == ("bert-base-uncased", BERT_COMMIT)
     assert len(BERT_COMMIT) == 40
     assert hub_source("org/model@" + "a" * 40) == ("org/model", "a" * 40)

@@ -54,7 +54,7 @@ def test_resume_after_kill_continues_with_identical_losses(tiny_data, tiny_profi
     card = (straight / "final" / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: feature-extraction" in card
     assert f"| final_loss | {summary['final_loss']:.4g} |" in card
-    assert '"micro_batch_size": 2' in card and "| train |" in card
+    assert '"max_micro_batch_size": 2' in card and "| train |" in card
     step_card = (latest_checkpoint(straight / "checkpoints") / "README.md").read_text()
     assert "intermediate checkpoint, step 6" in step_card
 
