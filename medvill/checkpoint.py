@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from medvill.modelcard import CardFacts, write_model_card
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -44,8 +46,13 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any],
     keep: int = 2,
+    card: CardFacts | None = None,
 ) -> Path:
-    """Write ``root/step-<step>/`` atomically and prune all but the newest ``keep``."""
+    """Write ``root/step-<step>/`` atomically and prune all but the newest ``keep``.
+
+    ``card``: the facts for the folder's model card (``README.md``), so an intermediate
+    checkpoint copied elsewhere still says what it is.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
@@ -55,6 +62,8 @@ def save_checkpoint(
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     torch.save(trainer_state, tmp / STATE_FILE)
+    if card is not None:
+        write_model_card(tmp, card)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:

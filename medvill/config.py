@@ -8,6 +8,7 @@ Smaller profiles (the CPU demo, the tests) override fields from ``params.yaml``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,19 @@ MASK_TYPES: tuple[str, ...] = ("bar", "bi", "s2s", "bi_s2s", "noncross")
 
 #: Channels of the last conv stage of each supported torchvision backbone.
 BACKBONE_CHANNELS: dict[str, int] = {"resnet50": 2048, "resnet18": 512}
+
+#: Hub commits the public text weights and vocabulary are loaded at. A Hub id names a moving
+#: branch; a commit does not, so a run next year reads the bytes this one did (and the
+#: tokenizer and the weights it initialises always come from the same commit). The id
+#: ``bert-base-uncased`` is the old alias of ``google-bert/bert-base-uncased``: same repository.
+PINNED_HUB_REVISIONS: dict[str, str] = {
+    "google-bert/bert-base-uncased": "86b5e0934494bd15c9632b12f734a8a67f723594",
+    "bert-base-uncased": "86b5e0934494bd15c9632b12f734a8a67f723594",
+}
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: What a Hub repository id looks like (``name`` or ``owner/name``); anything else is a path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 #: Fields shared with ``transformers.BertConfig``: the joint encoder is a plain BERT.
 _BERT_FIELDS: tuple[str, ...] = (
@@ -166,6 +180,26 @@ class MedViLLConfig(PretrainedConfig):
 # Auto classes (AutoTokenizer reads a checkpoint's config.json) then know "medvill" instead of
 # falling back to a bare PretrainedConfig with a compatibility warning on every load.
 AutoConfig.register(MedViLLConfig.model_type, MedViLLConfig, exist_ok=True)
+
+
+def hub_source(source: str) -> tuple[str, str | None]:
+    """(where, revision) for a ``from_pretrained`` source given in params.yaml.
+
+    A local directory, or anything shaped like a path rather than a Hub id (absolute, ``./``,
+    more than one ``/``), loads as is (revision None). A Hub id loads at a fixed commit: the one in
+    :data:`PINNED_HUB_REVISIONS`, or the one written after it as ``id@<commit>``. A Hub id with
+    neither is refused, because its bytes could change between two runs of the same params.
+    """
+    repo_id, _, revision = source.partition("@")
+    if Path(source).is_dir() or not _HUB_ID.fullmatch(repo_id):
+        return source, None  # a folder (maybe a missing one: loading it then fails clearly)
+    revision = revision or PINNED_HUB_REVISIONS.get(repo_id, "")
+    if not _COMMIT.fullmatch(revision):
+        raise ValueError(
+            f"{source!r} is neither a local directory nor a Hub id pinned to a commit: write "
+            f"it as '{repo_id}@<40-hex commit>' (pinned ids: {sorted(PINNED_HUB_REVISIONS)})"
+        )
+    return repo_id, revision
 
 
 def load_params(path: Path | str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from medvill.model.medvill import (
     load_pretrained_parts,
     mlm_target_positions,
 )
+from medvill.modelcard import CardFacts, bert_hub_id, checkpoint_facts, write_model_card
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
 
 log = logging.getLogger(__name__)
@@ -331,12 +332,15 @@ def _run(
         state = load_trainer_state(checkpoint)
         check_resume_plan(checkpoint, state, plan, settings.num_workers)
         log.info("resuming from %s (step %d)", checkpoint, state["step"])
+        origin = {"all weights": f"resumed from {checkpoint.name}"}
     else:
         model = MedViLLForPretraining(config)
         origin = load_pretrained_parts(model, settings.text_weights, settings.imagenet)
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
         check_initialisation(origin, settings, allow_random_init)
         state = None
+    card = checkpoint_facts("pretraining", model, paths.index, asdict(settings),
+                            initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
     model.to(ddp.device)
     if ddp.device.type == "cuda":
         # cuDNN picks the fastest convolution for the fixed input shape; NHWC is what tensor
@@ -464,7 +468,7 @@ def _run(
                     )  # fmt: skip
                 if step % settings.save_every_steps == 0 or step == total_steps:
                     _save(out, step, epoch, consumed, model, tokenizer, optimizer, scheduler,
-                          scaler, settings, plan, ddp)  # fmt: skip
+                          scaler, settings, plan, ddp, replace(card, step=step))  # fmt: skip
                 if on_step is not None:
                     on_step(step, row)
             del batches
@@ -484,6 +488,7 @@ def _run(
         model.save_pretrained(str(final), safe_serialization=True)
         tokenizer.save_pretrained(str(final))
         summary = _summarise(out, metrics.rows if metrics else [], settings)
+        write_model_card(final, replace(card, metrics=summary))
     return summary
 
 
@@ -630,6 +635,7 @@ def _save(
     settings: TrainSettings,
     plan: BatchPlan,
     ddp: Dist,
+    card: CardFacts | None = None,
 ) -> None:
     """Checkpoint on rank 0 with every rank's RNG state (gathered), then a barrier."""
     states: list[Any] = [rng_state()]
@@ -652,7 +658,7 @@ def _save(
         if scaler is not None:
             trainer_state["scaler"] = scaler.state_dict()
         path = save_checkpoint(out / "checkpoints", step, model, tokenizer, trainer_state,
-                               settings.keep_checkpoints)  # fmt: skip
+                               settings.keep_checkpoints, card)  # fmt: skip
         log.info("checkpoint %s", path)
     if ddp.world > 1:
         dist.barrier()

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
-import medvill.config  # noqa: F401 - registers "medvill" with AutoConfig for AutoTokenizer
+from medvill.config import hub_source  # importing it registers "medvill" with AutoConfig
 from medvill.model.embeddings import _host_reachable
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,17 @@ def train_wordpiece(
 
 
 def load_pretrained_tokenizer(source: str) -> PreTrainedTokenizerBase | None:
-    """A tokenizer from a local directory or the hub, or None (with a log line) when absent."""
+    """A tokenizer from a local directory or the hub, or None (with a log line) when absent.
+
+    A hub id loads at its pinned commit (:func:`medvill.config.hub_source`), the same one the
+    text weights come from, so token ids and embedding rows stay matched.
+    """
     if not source:
         return None
-    local = Path(source).is_dir()
+    where, revision = hub_source(source)
     try:
-        offline = not local and not _host_reachable("huggingface.co")
-        return AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        offline = revision is not None and not _host_reachable("huggingface.co")
+        return AutoTokenizer.from_pretrained(where, revision=revision, local_files_only=offline)
     except (OSError, ValueError) as error:
         log.warning("tokenizer %r unavailable (%s)", source, str(error).splitlines()[0])
         return None

@@ -13,12 +13,18 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import BertForPreTraining, BertModel, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForPreTraining,
+    BertForPreTraining,
+    BertModel,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredictionHead
 from transformers.utils import ModelOutput
 
-from medvill.config import MedViLLConfig
+from medvill.config import MedViLLConfig, hub_source
 from medvill.model.embeddings import VisualBackbone, VisualProjection, _host_reachable, joint_inputs
 from medvill.model.encoder import encode
 from medvill.model.heads import IGNORE_INDEX, BertPreTrainingHeads, irm_loss, mlm_loss
@@ -67,8 +73,23 @@ class MedViLLPreTrainedModel(PreTrainedModel):
             init.zeros_(module.token_type_ids)
 
 
+@dataclass
+class MedViLLModelOutput(ModelOutput):
+    """What the joint encoder gives every task.
+
+    ``last_hidden_state`` (B, S, H): the sequence ``[CLS] v… [SEP] w… [SEP]`` after the last
+    layer (visual slots first, so text slot j sits at ``S − L + j``). ``pooler_output`` (B, H):
+    BERT's pooler on [CLS] — under Non-cross on the element-wise product of the image and text
+    [CLS] outputs — which feeds IRM, retrieval and classification. Named as transformers'
+    ``BaseModelOutputWithPooling``, so code written for BERT-like encoders reads it unchanged.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+
+
 class MedViLLModel(MedViLLPreTrainedModel):
-    """The joint encoder. ``forward`` returns (hidden states (B, S, H), pooled [CLS] (B, H))."""
+    """The joint encoder; ``forward`` returns a :class:`MedViLLModelOutput`."""
 
     def __init__(self, config: MedViLLConfig) -> None:
         super().__init__(config)
@@ -90,7 +111,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
         text_valid: torch.Tensor,
         visual_cells: torch.Tensor | None = None,
         mask_type: str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> MedViLLModelOutput:
         """Encode a batch.
 
         ``images`` (B, 3, H, W) normalised; ``text_ids``/``text_valid`` (B, L) text block;
@@ -119,7 +140,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
             pooled = pooler.activation(pooler.dense(first))
         else:
             pooled = pooler(hidden)
-        return hidden, pooled
+        return MedViLLModelOutput(last_hidden_state=hidden, pooler_output=pooled)
 
 
 @dataclass
@@ -178,7 +199,8 @@ class MedViLLForPretraining(MedViLLPreTrainedModel):
         (the flat indices of those slots, row-major, computed on the host by the trainer)
         gathers them without a boolean mask, whose output size would make the GPU wait.
         """
-        hidden, pooled = self.medvill(images, text_ids, text_valid, visual_cells, mask_type)
+        encoded = self.medvill(images, text_ids, text_valid, visual_cells, mask_type)
+        hidden, pooled = encoded.last_hidden_state, encoded.pooler_output
         irm_logits = self.cls.seq_relationship(pooled)
         out = MedViLLPretrainingOutput(
             irm_logits=irm_logits, last_hidden_state=hidden, pooled_output=pooled
@@ -204,22 +226,34 @@ def mlm_target_positions(mlm_labels: torch.Tensor) -> torch.Tensor:
     return (mlm_labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
+# ``AutoModel.from_pretrained(folder)`` on any MedViLL checkpoint gives the joint encoder (the
+# ``medvill.`` weights of a pretraining or task checkpoint), ``AutoModelForPreTraining`` the
+# encoder with its MLM + IRM heads, as for BERT. ``import medvill`` runs this registration.
+AutoModel.register(MedViLLConfig, MedViLLModel, exist_ok=True)
+AutoModelForPreTraining.register(MedViLLConfig, MedViLLForPretraining, exist_ok=True)
+
+
 def load_pretrained_parts(
     model: MedViLLForPretraining, text_weights: str, imagenet: bool
 ) -> dict[str, str]:
     """Initialise from public weights where available; returns what each part started from.
 
     ``text_weights`` is a local directory or hub id of a BERT pretraining checkpoint (e.g.
-    ``bert-base-uncased``), or "" for random init. The hub is tried only when reachable; any
-    failure falls back to random initialisation with a log line saying so. Word embeddings and
-    the MLM output bias are copied only when the vocabulary sizes agree (a vocabulary trained
-    offline on the reports does not share ids with BERT's).
+    ``bert-base-uncased``), or "" for random init. A hub id loads at its pinned commit
+    (:func:`medvill.config.hub_source`; an unpinned id is a configuration error, raised). The
+    hub is tried only when reachable, else only the local cache; weights that cannot be had
+    fall back to random initialisation with a log line saying so. Word embeddings and the MLM
+    output bias are copied only when the vocabulary sizes agree (a vocabulary trained offline
+    on the reports does not share ids with BERT's).
     """
     origin = {"text": "random", "visual": "random"}
     if text_weights:
+        where, revision = hub_source(text_weights)
         try:
-            offline = not _host_reachable("huggingface.co")
-            source = BertForPreTraining.from_pretrained(text_weights, local_files_only=offline)
+            offline = revision is not None and not _host_reachable("huggingface.co")
+            source = BertForPreTraining.from_pretrained(
+                where, revision=revision, local_files_only=offline
+            )
         except (OSError, ValueError) as error:
             log.warning("text weights %r unavailable (%s): BERT random init", text_weights, error)
         else:
@@ -240,7 +274,8 @@ def load_pretrained_parts(
                     copy[target] = value
             model.load_state_dict(copy, strict=False)
             model.tie_weights()
-            origin["text"] = f"{text_weights} ({len(copy)} tensors)"
+            label = f"{where}@{revision}" if revision else where
+            origin["text"] = f"{label} ({len(copy)} tensors)"
             log.info("text encoder initialised from %s (%d tensors)", text_weights, len(copy))
     else:
         log.info("text encoder: random initialisation (no text_weights configured)")

@@ -101,6 +101,17 @@ def label_targets(values: list[Any], uncertain: str, blank: str) -> tuple[np.nda
     return target, valid
 
 
+def chexpert_label_config() -> dict[str, Any]:
+    """Config fields of a CheXpert classifier: ``id2label``/``label2id`` in the fixed CheXpert
+    order (output j is ``CHEXPERT_LABELS[j]``) and the multi-label problem type, so the saved
+    ``config.json`` names every output as a Hub classifier's does."""
+    return {
+        "id2label": dict(enumerate(CHEXPERT_LABELS)),
+        "label2id": {name: j for j, name in enumerate(CHEXPERT_LABELS)},
+        "problem_type": "multi_label_classification",
+    }
+
+
 class MedViLLForClassification(MedViLLPreTrainedModel):
     """Encoder + dropout + one linear layer with ``config.num_labels`` outputs on pooled [CLS]."""
 
@@ -118,7 +129,7 @@ class MedViLLForClassification(MedViLLPreTrainedModel):
         text_valid: torch.Tensor,
         mask_type: str | None = None,
     ) -> torch.Tensor:
-        _, pooled = self.medvill(images, text_ids, text_valid, None, mask_type)
+        pooled = self.medvill(images, text_ids, text_valid, None, mask_type).pooler_output
         return self.classifier(self.dropout(pooled))
 
 
@@ -289,7 +300,7 @@ def finetune(
         pretrained or paths.pretrained, f"run `medvill pretrain --dataset {paths.dataset}` first"
     )
     tokenizer = load_tokenizer(source)
-    model = load_model(MedViLLForClassification, source, num_labels=len(CHEXPERT_LABELS))
+    model = load_model(MedViLLForClassification, source, **chexpert_label_config())
     spec = text_spec_for(tokenizer, model.config.max_text_tokens, settings.mask == "noncross")
     train = LabelledShards(
         read_index(paths.index, "train"),
@@ -345,7 +356,7 @@ def finetune(
         "valid_micro_auroc": val_auroc,
         "valid_micro_f1": M.micro_f1(val["targets"], val["scores"] >= threshold, val["valid"]),
     }
-    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history, settings, paths)
     return info
 
 

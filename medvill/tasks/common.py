@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from medvill.device import (
     policy_for,
     synchronize,
 )
+from medvill.modelcard import CardFacts, checkpoint_facts, write_model_card
 from medvill.pretrain import lr_lambda
 from pipeline.records import atomic_write_bytes
 
@@ -348,9 +349,17 @@ def train_loop(
 
 
 def save_finetuned(
-    model: Any, tokenizer: Any, out: Path, task_info: dict[str, Any], history: list[dict]
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    task_info: dict[str, Any],
+    history: list[dict],
+    settings: FinetuneSettings | None = None,
+    paths: TaskPaths | None = None,
 ) -> Path:
-    """Write ``out/`` atomically: model (safetensors), tokenizer, ``task.json``, ``train.json``."""
+    """Write ``out/`` atomically: model (safetensors), tokenizer, ``task.json``, ``train.json``
+    and the model card ``README.md`` (data of ``paths.dataset``, ``settings``, the numbers in
+    ``task_info`` and the last training loss)."""
     out = Path(out)
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -358,9 +367,40 @@ def save_finetuned(
     tokenizer.save_pretrained(str(tmp))
     write_json(task_info, tmp / "task.json")
     write_json({"steps": history}, tmp / "train.json")
+    write_model_card(tmp, _task_card(model, out, task_info, history, settings, paths))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _task_card(
+    model: Any,
+    out: Path,
+    task_info: dict[str, Any],
+    history: list[dict],
+    settings: FinetuneSettings | None,
+    paths: TaskPaths | None,
+) -> CardFacts:
+    """Card facts of a fine-tuned model; without ``paths`` the dataset is read off the
+    ``models/<dataset>/<task>/final`` layout."""
+    if paths is None:
+        layout = out.resolve().parents  # <root>/models/<dataset>/<task>/final
+        paths = TaskPaths(layout[3], layout[1].name)
+    numbers = {k: v for k, v in task_info.items() if isinstance(v, int | float)}
+    if history:
+        numbers["final_train_loss"] = history[-1]["loss"]
+        numbers["steps"] = len(history)
+    params = asdict(settings) if settings is not None else {}
+    params.update({k: v for k, v in task_info.items() if isinstance(v, str) and k != "task"})
+    return checkpoint_facts(
+        str(task_info.get("task", out.parent.name)),
+        model,
+        paths.index,
+        params,
+        metrics=numbers,
+        initialised_from={"all weights": f"pretraining checkpoint {task_info.get('pretrained')}"},
+        labels=tuple(task_info.get("labels", ())),
+    )
 
 
 def read_task_info(checkpoint: Path, task: str) -> dict[str, Any]:

@@ -379,7 +379,7 @@ def finetune(
         "beam_width": settings.beam_width,
         "pretrained": str(source),
     }
-    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history, settings, paths)
     return info
 
 

@@ -91,7 +91,7 @@ class MedViLLForRetrieval(MedViLLPreTrainedModel):
         text_valid: torch.Tensor,
         mask_type: str | None = None,
     ) -> torch.Tensor:
-        _, pooled = self.medvill(images, text_ids, text_valid, None, mask_type)
+        pooled = self.medvill(images, text_ids, text_valid, None, mask_type).pooler_output
         return self.cls.seq_relationship(pooled)
 
 
@@ -254,7 +254,7 @@ def finetune(
         "image_root": settings.image_root,
         "pretrained": str(source),
     }
-    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history, settings, paths)
     return info
 
 

@@ -158,7 +158,7 @@ class MedViLLForVQA(MedViLLPreTrainedModel):
         text_valid: torch.Tensor,
         mask_type: str | None = None,
     ) -> torch.Tensor:
-        hidden, _ = self.medvill(images, text_ids, text_valid, None, mask_type)
+        hidden = self.medvill(images, text_ids, text_valid, None, mask_type).last_hidden_state
         k = self.config.num_visual_features
         return self.vqa_head(hidden[:, 0] * hidden[:, k + 1])
 
@@ -224,7 +224,7 @@ def finetune(
         "organs": sorted(organs),
         "pretrained": str(source),
     }
-    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history)
+    save_finetuned(model, tokenizer, paths.finetuned(TASK), info, history, settings, paths)
     return info
 
 

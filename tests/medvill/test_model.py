@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from medvill.config import MedViLLConfig
-from medvill.model.medvill import MedViLLForPretraining, MedViLLModel
+from medvill.model.medvill import MedViLLForPretraining, MedViLLModel, MedViLLModelOutput
 
 
 def tiny_config(**overrides) -> MedViLLConfig:
@@ -68,7 +68,7 @@ def test_paper_config_shapes_with_tiny_hidden() -> None:
         assert out.irm_logits.shape == (1, 2)
         assert out.pooled_output.shape == (1, 48)
         assert torch.isfinite(out.loss)
-        hidden, _ = model.medvill(images, ids, valid)  # downstream: all 256 features
+        hidden = model.medvill(images, ids, valid).last_hidden_state  # all 256 features
         assert hidden.shape == (1, 512, 48)
 
 
@@ -86,15 +86,15 @@ def test_sdpa_and_eager_agree_and_masks_reach_the_encoder() -> None:
     k = 3 + 2
     with torch.no_grad():
         for kind in ("bar", "s2s", "bi", "noncross"):
-            sdpa, _ = model(*args, mask_type=kind)
+            sdpa = model(*args, mask_type=kind).last_hidden_state
             model.bert.config._attn_implementation = "eager"
-            eager, _ = model(*args, mask_type=kind)
+            eager = model(*args, mask_type=kind).last_hidden_state
             model.bert.config._attn_implementation = "sdpa"
             assert torch.allclose(sdpa, eager, atol=1e-5), kind
-        s2s, _ = model(*args, mask_type="s2s")
-        s2s_changed, _ = model(args[0], changed, args[2], args[3], mask_type="s2s")
-        bar, _ = model(*args, mask_type="bar")
-        bar_changed, _ = model(args[0], changed, args[2], args[3], mask_type="bar")
+        s2s = model(*args, mask_type="s2s").last_hidden_state
+        s2s_changed = model(args[0], changed, args[2], args[3], mask_type="s2s").last_hidden_state
+        bar = model(*args, mask_type="bar").last_hidden_state
+        bar_changed = model(args[0], changed, args[2], args[3], mask_type="bar").last_hidden_state
     assert torch.allclose(s2s[:, : k + 6], s2s_changed[:, : k + 6], atol=1e-6)
     assert not torch.allclose(s2s[:, k + 6], s2s_changed[:, k + 6])
     assert not torch.allclose(bar[:, :k], bar_changed[:, :k])
@@ -107,10 +107,11 @@ def test_noncross_uses_both_cls_and_separates_modalities() -> None:
     batch = fixed_batch(config)
     assert batch["text_ids"].shape[1] == 12  # extra text [CLS]
     with torch.no_grad():
-        hidden, _ = model(batch["images"], batch["text_ids"], batch["text_valid"],
-                          batch["visual_cells"])  # fmt: skip
+        out = model(batch["images"], batch["text_ids"], batch["text_valid"], batch["visual_cells"])
         other = torch.randn_like(batch["images"])
-        hidden2, _ = model(other, batch["text_ids"], batch["text_valid"], batch["visual_cells"])
+        out2 = model(other, batch["text_ids"], batch["text_valid"], batch["visual_cells"])
+    assert isinstance(out, MedViLLModelOutput) and out.pooler_output.shape == (4, 32)
+    hidden, hidden2 = out.last_hidden_state, out2.last_hidden_state
     assert torch.allclose(hidden[:, 5:], hidden2[:, 5:], atol=1e-6)  # text ignores the image
 
 

@@ -51,6 +51,12 @@ def test_resume_after_kill_continues_with_identical_losses(tiny_data, tiny_profi
     assert summary["steps"] == 6
     assert json.loads((straight / "metrics.json").read_text())["steps"] == 6
     assert (straight / "loss.png").stat().st_size > 0
+    card = (straight / "final" / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: feature-extraction" in card
+    assert f"| final_loss | {summary['final_loss']:.4g} |" in card
+    assert '"max_micro_batch_size": 2' in card and "| train |" in card
+    step_card = (latest_checkpoint(straight / "checkpoints") / "README.md").read_text()
+    assert "intermediate checkpoint, step 6" in step_card
 
     crashed = tmp_path / "crashed"
 

@@ -183,6 +183,17 @@ def test_classification_finetune_lifts_auroc_then_evaluate_and_compare(project: 
     info = C.finetune(project, settings)
     # blank cells are ignored, so this is the AUROC of the separable Cardiomegaly label
     assert info["valid_micro_auroc"] > 0.8
+    final = project.finetuned("classification")
+    config = json.loads((final / "config.json").read_text())
+    # the Hub convention: every output named, in the fixed CheXpert order
+    assert config["id2label"] == {str(j): name for j, name in enumerate(CHEXPERT_LABELS)}
+    assert config["label2id"]["Cardiomegaly"] == 2 and config["label2id"]["Support Devices"] == 13
+    assert config["problem_type"] == "multi_label_classification"
+    card = (final / "README.md").read_text()
+    assert f"| valid_micro_auroc | {info['valid_micro_auroc']:.4g} |" in card
+    assert (
+        '"blank": "ignore"' in card and '"epochs": 6' in card and "| 13 | Support Devices |" in card
+    )
     doc = C.evaluate(project, EVAL)
     out = project.reports("classification")
     assert doc["metrics"]["micro_auroc"] > 0.8
