@@ -20,7 +20,7 @@ from pipeline.console import add_app_options, info, str_enum, user_errors
 #: The downstream tasks (medvill.tasks.TASKS, which imports torch; a test keeps them equal).
 TASK_NAMES: tuple[str, ...] = ("classification", "retrieval", "vqa", "generation")
 #: The profiles params.yaml defines under pretrain.profiles and finetune.profiles (tested).
-PROFILE_NAMES: tuple[str, ...] = ("demo", "paper")
+PROFILE_NAMES: tuple[str, ...] = ("demo", "learn", "paper")
 Task = str_enum("Task", TASK_NAMES)
 Mask = str_enum("Mask", MASK_TYPES)
 Profile = str_enum("Profile", PROFILE_NAMES)

@@ -35,7 +35,7 @@ def test_choices_are_the_code_and_params_names() -> None:
 def test_help_lists_the_choices() -> None:
     runner = CliRunner()
     pretrain = _flat(runner.invoke(app, ["pretrain", "--help"], env=WIDE).output)
-    assert "<demo|paper>" in pretrain and "<bar|bi|s2s|bi_s2s|noncross>" in pretrain
+    assert "<demo|learn|paper>" in pretrain and "<bar|bi|s2s|bi_s2s|noncross>" in pretrain
     finetune = _flat(runner.invoke(app, ["finetune", "--help"], env=WIDE).output)
     assert "<classification|retrieval|vqa|generation>" in finetune
     top = _flat(runner.invoke(app, ["--help"], env=WIDE).output)
@@ -53,7 +53,9 @@ def test_typos_exit_2_naming_the_valid_choices(tmp_path: Path) -> None:
     assert mask.exit_code == 2
     assert "'bidirectional'isnotoneof'bar','bi','s2s','bi_s2s','noncross'" in _flat(mask.output)
     profile = runner.invoke(app, ["finetune", "vqa", "-d", "x", "--profile", "full"])
-    assert profile.exit_code == 2 and "'full'isnotoneof'demo','paper'" in _flat(profile.output)
+    assert profile.exit_code == 2 and "'full'isnotoneof'demo','learn','paper'" in _flat(
+        profile.output
+    )
 
 
 def test_version() -> None:
@@ -99,4 +101,6 @@ def test_profile_defaults_to_the_params_profile(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = CliRunner().invoke(app, ["finetune", "vqa", "-d", "x", "--root", str(tmp_path)])
     assert result.exit_code == 2
-    assert "unknownfinetuneprofile'nightly';params.yamlhas['demo','paper']" in _flat(result.output)
+    assert "unknownfinetuneprofile'nightly';params.yamlhas['demo','learn','paper']" in _flat(
+        result.output
+    )
