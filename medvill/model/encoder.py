@@ -2,9 +2,22 @@
 
 No transformer layer is written here. ``BertModel.forward`` accepts ``inputs_embeds`` plus
 ``position_ids``/``token_type_ids`` (its ``BertEmbeddings`` adds the position and type tables,
-LayerNorm and dropout) and a ready 4-D ``(B, 1, S, S)`` additive mask, which transformers 5
-passes through unchanged (``masking_utils._preprocess_mask_arguments``) to the attention
-function — SDPA by default, whose ``attn_mask`` accepts exactly that.
+LayerNorm and dropout) and a ready 4-D ``(B, 1, S, S)`` mask, which transformers 5 passes
+through unchanged (``masking_utils._preprocess_mask_arguments``) to the attention function.
+
+How that mask reaches the attention is the *attention backend* (docs/model.md §5):
+
+* ``reference``: the additive float mask (0 allowed, the dtype's minimum elsewhere), which
+  every attention implementation (eager adds it to the scores, SDPA takes it as ``attn_mask``)
+  understands. A float (B, 1, S, S) tensor in the embedding dtype (fp32 even under autocast).
+* ``sdpa_bool``: the boolean "may attend" mask itself, which ``scaled_dot_product_attention``
+  takes as ``attn_mask`` (True = attend). A quarter of the fp32 mask's bytes, nothing to fill,
+  and the same allowed pairs by construction. Only the SDPA implementation reads booleans that
+  way — eager attention would *add* them to the scores — so it is used only under SDPA.
+* ``auto``: ``sdpa_bool`` when BERT runs SDPA attention, else ``reference``.
+
+FlexAttention block masks are not offered: transformers' flex integration refuses attention
+dropout (BERT trains with 0.1), so it could serve inference only.
 """
 
 from __future__ import annotations
@@ -12,7 +25,42 @@ from __future__ import annotations
 import torch
 from transformers import BertModel
 
-from medvill.model.masks import build_mask, to_additive
+from medvill.model.masks import build_mask, to_additive, to_sdpa_bool
+
+ATTENTION_BACKENDS = ("auto", "reference", "sdpa_bool")
+
+
+def resolve_attention_backend(backend: str, bert: BertModel) -> str:
+    """The concrete backend (``reference`` or ``sdpa_bool``) for this BERT's attention.
+
+    An explicit ``sdpa_bool`` on a non-SDPA BERT is an error rather than a silent fallback:
+    eager attention would add the booleans to the scores and attend to masked keys.
+    """
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"unknown attention backend {backend!r}; expected one of {ATTENTION_BACKENDS}"
+        )
+    implementation = bert.config._attn_implementation
+    if backend == "auto":
+        return "sdpa_bool" if implementation == "sdpa" else "reference"
+    if backend == "sdpa_bool" and implementation != "sdpa":
+        raise ValueError(
+            f"attention backend 'sdpa_bool' needs BERT's SDPA attention, this model uses "
+            f"{implementation!r}; use 'reference' (or 'auto')"
+        )
+    return backend
+
+
+def attention_mask_for(
+    mask_type: str, num_visual: int, text_valid: torch.Tensor, backend: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """The (B, 1, S, S) mask BERT is handed under a concrete backend (see the module doc)."""
+    allowed = build_mask(mask_type, num_visual, text_valid)
+    if backend == "sdpa_bool":
+        return to_sdpa_bool(allowed)
+    if backend == "reference":
+        return to_additive(allowed, dtype)
+    raise ValueError(f"attention backend must be resolved first, got {backend!r}")
 
 
 def encode(
@@ -23,13 +71,14 @@ def encode(
     mask_type: str,
     num_visual: int,
     text_valid: torch.Tensor,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Run BERT over the joint sequence under a concrete mask; returns (B, S, H) hidden states."""
-    allowed = build_mask(mask_type, num_visual, text_valid)
-    additive = to_additive(allowed, inputs_embeds.dtype)
+    concrete = resolve_attention_backend(backend, bert)
+    mask = attention_mask_for(mask_type, num_visual, text_valid, concrete, inputs_embeds.dtype)
     out = bert(
         inputs_embeds=inputs_embeds,
-        attention_mask=additive,
+        attention_mask=mask,
         position_ids=position_ids,
         token_type_ids=token_type_ids,
     )

@@ -9,7 +9,8 @@ attend to key" matrix of shape ``(S, S)`` / ``(B, S, S)`` with ``S = K + 2 + L``
 queries, columns keys. Padding keys are never attended to; padding rows get a harmless row.
 
 Booleans are the source of truth (the tests compare them with hand-written matrices);
-:func:`to_additive` turns them into the 4-D additive mask BERT's attention adds to its scores.
+:func:`to_additive` turns them into the 4-D additive mask BERT's attention adds to its scores,
+:func:`to_sdpa_bool` into the 4-D boolean mask SDPA takes directly (medvill/model/encoder.py).
 """
 
 from __future__ import annotations
@@ -141,3 +142,17 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     additive.masked_fill_(~mask, torch.finfo(dtype).min)
     return additive[:, None]
+
+
+def to_sdpa_bool(mask: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) bool → (B, 1, S, S) bool for ``scaled_dot_product_attention`` (True = attend).
+
+    The same allowed pairs as :func:`to_additive`, one byte per pair instead of the float
+    dtype's, and no fill. SDPA returns NaN for a row with no allowed key; every MedViLL mask
+    lets each query see a [CLS] — the image's, or under Non-cross the text block's own, which
+    is never padding (tested, not checked here: checking would make the GPU wait for the host
+    on every forward pass).
+    """
+    if mask.dim() != 3 or mask.dtype != torch.bool:
+        raise ValueError("expected a (B, S, S) boolean mask")
+    return mask[:, None]

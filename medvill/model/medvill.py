@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 
 from medvill.config import MedViLLConfig, hub_source
 from medvill.model.embeddings import VisualBackbone, VisualProjection, _host_reachable, joint_inputs
-from medvill.model.encoder import encode
+from medvill.model.encoder import encode, resolve_attention_backend
 from medvill.model.heads import IGNORE_INDEX, BertPreTrainingHeads, irm_loss, mlm_loss
 from medvill.model.masks import resolve_mask_type
 
@@ -89,14 +89,26 @@ class MedViLLModelOutput(ModelOutput):
 
 
 class MedViLLModel(MedViLLPreTrainedModel):
-    """The joint encoder; ``forward`` returns a :class:`MedViLLModelOutput`."""
+    """The joint encoder; ``forward`` returns a :class:`MedViLLModelOutput`.
+
+    ``attention_backend`` says how the mask reaches BERT's attention (``auto``, ``reference``
+    or ``sdpa_bool``; medvill/model/encoder.py). It is a run-time choice like the precision,
+    not part of the saved config: every backend computes the same function.
+    """
 
     def __init__(self, config: MedViLLConfig) -> None:
         super().__init__(config)
         self.visual_backbone = VisualBackbone(config)
         self.visual_proj = VisualProjection(config)
         self.bert = BertModel(config.bert_config(), add_pooling_layer=True)
+        self.attention_backend = "auto"
         self.post_init()
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Choose the attention backend; checked against this BERT's attention now, not at the
+        first batch."""
+        resolve_attention_backend(backend, self.bert)
+        self.attention_backend = backend
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.bert.embeddings.word_embeddings
@@ -132,7 +144,9 @@ class MedViLLModel(MedViLLPreTrainedModel):
             config, self.bert.embeddings.word_embeddings, visual, visual_cells, text_ids
         )
         k = visual_cells.shape[0]
-        hidden = encode(self.bert, embeds, positions, types, kind, k, text_valid)
+        hidden = encode(
+            self.bert, embeds, positions, types, kind, k, text_valid, self.attention_backend
+        )
         pooler = self.bert.pooler
         if kind == "noncross":
             # Paper §3.C: both [CLS] outputs feed IRM, combined by product (docs/model.md §5).

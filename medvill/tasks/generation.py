@@ -242,7 +242,8 @@ class Decoder:
             config, enc.bert.embeddings.word_embeddings, visual, self.cells, text_ids
         )
         valid = torch.ones_like(text_ids, dtype=torch.bool)
-        hidden = encode(enc.bert, embeds, positions, types, "s2s", self.cells.shape[0], valid)
+        k = self.cells.shape[0]
+        hidden = encode(enc.bert, embeds, positions, types, "s2s", k, valid, enc.attention_backend)
         return self.model.cls.predictions(hidden[:, -1])
 
 
