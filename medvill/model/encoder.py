@@ -14,6 +14,11 @@ How that mask reaches the attention is the *attention backend* (docs/model.md §
   takes as ``attn_mask`` (True = attend). A quarter of the fp32 mask's bytes, nothing to fill,
   and the same allowed pairs by construction. Only the SDPA implementation reads booleans that
   way — eager attention would *add* them to the scores — so it is used only under SDPA.
+* ``sdpa_compute_dtype``: the additive mask, but built once in the dtype the attention computes
+  in (bf16/fp16 under autocast). Under autocast the reference fp32 mask is cast to that dtype
+  again in every layer, and SDPA's memory-efficient kernel turns a boolean mask into a float
+  one in every layer too; this variant does neither. Which is fastest is for
+  ``benchmarks/bench_gpu.py --attention`` to say on the GPU. SDPA only, like ``sdpa_bool``.
 * ``auto``: ``sdpa_bool`` when BERT runs SDPA attention, else ``reference``.
 
 FlexAttention block masks are not offered: transformers' flex integration refuses attention
@@ -27,7 +32,7 @@ from transformers import BertModel
 
 from medvill.model.masks import build_mask, to_additive, to_sdpa_bool
 
-ATTENTION_BACKENDS = ("auto", "reference", "sdpa_bool")
+ATTENTION_BACKENDS = ("auto", "reference", "sdpa_bool", "sdpa_compute_dtype")
 
 
 def resolve_attention_backend(backend: str, bert: BertModel) -> str:
@@ -43,12 +48,19 @@ def resolve_attention_backend(backend: str, bert: BertModel) -> str:
     implementation = bert.config._attn_implementation
     if backend == "auto":
         return "sdpa_bool" if implementation == "sdpa" else "reference"
-    if backend == "sdpa_bool" and implementation != "sdpa":
+    if backend != "reference" and implementation != "sdpa":
         raise ValueError(
-            f"attention backend 'sdpa_bool' needs BERT's SDPA attention, this model uses "
+            f"attention backend {backend!r} needs BERT's SDPA attention, this model uses "
             f"{implementation!r}; use 'reference' (or 'auto')"
         )
     return backend
+
+
+def compute_dtype(device: torch.device, tensor_dtype: torch.dtype) -> torch.dtype:
+    """The dtype attention runs in on ``device``: autocast's when it is on, else the tensors'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return tensor_dtype
 
 
 def attention_mask_for(
@@ -60,6 +72,8 @@ def attention_mask_for(
         return to_sdpa_bool(allowed)
     if backend == "reference":
         return to_additive(allowed, dtype)
+    if backend == "sdpa_compute_dtype":
+        return to_additive(allowed, compute_dtype(text_valid.device, dtype))
     raise ValueError(f"attention backend must be resolved first, got {backend!r}")
 
 

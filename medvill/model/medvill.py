@@ -91,9 +91,10 @@ class MedViLLModelOutput(ModelOutput):
 class MedViLLModel(MedViLLPreTrainedModel):
     """The joint encoder; ``forward`` returns a :class:`MedViLLModelOutput`.
 
-    ``attention_backend`` says how the mask reaches BERT's attention (``auto``, ``reference``
-    or ``sdpa_bool``; medvill/model/encoder.py). It is a run-time choice like the precision,
-    not part of the saved config: every backend computes the same function.
+    ``attention_backend`` says how the mask reaches BERT's attention (``auto``, ``reference``,
+    ``sdpa_bool`` or ``sdpa_compute_dtype``; medvill/model/encoder.py). It is a run-time
+    choice like the precision, not part of the saved config: every backend computes the same
+    function.
     """
 
     def __init__(self, config: MedViLLConfig) -> None:
