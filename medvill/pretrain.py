@@ -48,6 +48,7 @@ from medvill.data import (
     text_spec_for,
 )
 from medvill.device import PrecisionPolicy, default_device, policy_for, to_device
+from medvill.model.encoder import ATTENTION_BACKENDS
 from medvill.model.heads import IGNORE_INDEX
 from medvill.model.medvill import (
     MedViLLForPretraining,
@@ -102,6 +103,9 @@ class TrainSettings:
     require_pretrained: bool = False
     ddp_timeout_s: int = 1800  # a rank waiting this long in a collective fails with a message
     compile: bool = False  # torch.compile the model (CUDA; first steps are slow while it compiles)
+    # How the attention mask reaches SDPA (medvill/model/encoder.py): auto (the boolean mask
+    # under SDPA) | reference (additive float mask) | sdpa_bool | sdpa_compute_dtype.
+    attention_backend: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
@@ -115,6 +119,11 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown train settings: {unknown}")
         values = dict(data)
+        backend = values.get("attention_backend", "auto")
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"train.attention_backend {backend!r} is not one of {ATTENTION_BACKENDS}"
+            )
         if "adam_betas" in values:
             values["adam_betas"] = tuple(values["adam_betas"])
         return cls(**values)
@@ -339,6 +348,7 @@ def _run(
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
         check_initialisation(origin, settings, allow_random_init)
         state = None
+    model.medvill.set_attention_backend(settings.attention_backend)
     card = checkpoint_facts("pretraining", model, paths.index, asdict(settings),
                             initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
     model.to(ddp.device)

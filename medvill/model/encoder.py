@@ -67,13 +67,18 @@ def attention_mask_for(
     mask_type: str, num_visual: int, text_valid: torch.Tensor, backend: str, dtype: torch.dtype
 ) -> torch.Tensor:
     """The (B, 1, S, S) mask BERT is handed under a concrete backend (see the module doc)."""
-    allowed = build_mask(mask_type, num_visual, text_valid)
+    return format_mask(build_mask(mask_type, num_visual, text_valid), backend, dtype)
+
+
+def format_mask(allowed: torch.Tensor, backend: str, dtype: torch.dtype) -> torch.Tensor:
+    """A (B, S, S) boolean "may attend" mask in the form a concrete backend hands to BERT;
+    ``dtype`` is the embeddings' (the reference additive mask's dtype)."""
     if backend == "sdpa_bool":
         return to_sdpa_bool(allowed)
     if backend == "reference":
         return to_additive(allowed, dtype)
     if backend == "sdpa_compute_dtype":
-        return to_additive(allowed, compute_dtype(text_valid.device, dtype))
+        return to_additive(allowed, compute_dtype(allowed.device, dtype))
     raise ValueError(f"attention backend must be resolved first, got {backend!r}")
 
 

@@ -29,9 +29,8 @@ from torch.utils.data import Dataset
 from medvill import metrics as M
 from medvill.data import TextSpec, text_spec_for
 from medvill.model.embeddings import joint_inputs
-from medvill.model.encoder import encode
+from medvill.model.encoder import encode, format_mask, resolve_attention_backend
 from medvill.model.heads import IGNORE_INDEX
-from medvill.model.masks import to_additive
 from medvill.model.medvill import MedViLLForPretraining
 from medvill.tasks.common import (
     PLOTS,
@@ -314,9 +313,10 @@ def reference_nll(
         # M_t sees R_j for j < t, and itself
         allowed[b, m[:, None], r[None, :]] = idx[:n, None] > idx[None, : n - 1]
         allowed[b, m, m] = True
-    additive = to_additive(allowed.to(device), embeds.dtype)
+    backend = resolve_attention_backend(enc.attention_backend, enc.bert)
+    mask = format_mask(allowed.to(device), backend, embeds.dtype)
     hidden = enc.bert(
-        inputs_embeds=embeds, attention_mask=additive, position_ids=positions, token_type_ids=types
+        inputs_embeds=embeds, attention_mask=mask, position_ids=positions, token_type_ids=types
     ).last_hidden_state
     logits = model.cls.predictions(hidden[:, image_len + n_real :]).float()
     logp = F.log_softmax(logits, dim=-1)

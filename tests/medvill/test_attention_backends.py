@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from medvill.model.encoder import attention_mask_for, resolve_attention_backend
 from medvill.model.masks import bi_s2s_mask, build_mask, resolve_mask_type, to_sdpa_bool
 from medvill.model.medvill import MedViLLModel
+from medvill.pretrain import TrainSettings
 from tests.medvill.test_model import fixed_batch, tiny_config
 
 CONCRETE = ("bar", "bi", "s2s", "noncross")
@@ -126,3 +127,12 @@ def test_auto_follows_the_attention_implementation_and_bool_refuses_eager() -> N
     with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
         model.set_attention_backend("flash")
     assert model.attention_backend == "auto"  # a refused choice leaves the old one
+
+
+def test_pretraining_settings_name_a_known_backend() -> None:
+    assert TrainSettings.from_dict({}).attention_backend == "auto"
+    assert TrainSettings.from_dict({"attention_backend": "reference"}).attention_backend == (
+        "reference"
+    )
+    with pytest.raises(ValueError, match="train.attention_backend 'flex' is not one of"):
+        TrainSettings.from_dict({"attention_backend": "flex"})
