@@ -1,6 +1,7 @@
 """Pretraining throughput on the GPU at the paper's shapes, and how close it is to the chip.
 
     python benchmarks/bench_gpu.py [--batch-size 128] [--steps 10] [--warmup 3] [--no-compile]
+                                   [--attention auto,reference,sdpa_bool,sdpa_compute_dtype]
 
 Synthetic batches of the paper profile (512² images, 180 of 256 visual features, 253 report
 tokens + [SEP], 15 % MLM, half the pairs unmatched), bf16 autocast (fp16 + GradScaler where
@@ -8,6 +9,9 @@ bf16 is missing: the trainer's policy), fused AdamW, one optimizer step per batc
 eager and ``torch.compile``: samples/s, TFLOP per sample (forward + backward, counted by
 PyTorch's FLOP counter on the real model, not estimated), model FLOP utilisation against the
 bf16 matmul peak this script measures first on the same GPU (8192³), and peak memory.
+``--attention`` runs each named attention backend (medvill/model/encoder.py) in turn, so one
+run compares how the mask reaches SDPA; it first prints each backend's mask size at the batch's
+shape (this part runs without CUDA too).
 
 Without CUDA it says so and exits 0 (CI runs it that way).
 """
@@ -23,6 +27,7 @@ import torch
 
 from medvill.config import MedViLLConfig, config_from_profile, load_params, profile_section
 from medvill.device import policy_for
+from medvill.model.encoder import ATTENTION_BACKENDS, attention_mask_for
 from medvill.model.medvill import MedViLLForPretraining
 
 PEAK_SIDE = 8192
@@ -62,6 +67,31 @@ def synthetic_batch(
         "irm_labels": torch.arange(batch_size) % 2,
     }
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def parse_backends(text: str) -> list[str]:
+    """``--attention a,b`` → the backends to time, in order; unknown names are an error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ATTENTION_BACKENDS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"--attention takes a comma list of {ATTENTION_BACKENDS}, got {text!r}"
+        )
+    return names
+
+
+def mask_bytes(
+    config: MedViLLConfig, batch: dict[str, Any], backend: str, autocast_dtype: torch.dtype | None
+) -> int:
+    """Bytes of the (B, 1, S, S) mask one forward pass builds under ``backend`` (``auto`` as
+    under SDPA), with autocast in ``autocast_dtype`` (None: off), on the batch's device."""
+    concrete = "sdpa_bool" if backend == "auto" else backend
+    device = batch["text_valid"].device
+    kind = batch["mask_type"] if batch["mask_type"] != "bi_s2s" else "s2s"
+    k = batch["visual_cells"].shape[0]
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        mask = attention_mask_for(kind, k, batch["text_valid"], concrete, torch.float32)
+    return mask.numel() * mask.element_size()
 
 
 def loss_of(model: Any, batch: dict[str, Any]) -> torch.Tensor:
@@ -146,8 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--attention",
+        type=parse_backends,
+        default=["auto"],
+        help=f"comma list of attention backends to time, from {ATTENTION_BACKENDS}",
+    )
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    profile = profile_section(load_params(args.params), args.profile)
+    config = config_from_profile(profile, VOCAB)
+    cuda = torch.cuda.is_available()
+    amp = policy_for("auto", torch.device("cuda", 0)).dtype if cuda else torch.bfloat16
+    shapes = synthetic_batch(config, args.batch_size, torch.device("cpu"))
+    for backend in args.attention:
+        size = mask_bytes(config, shapes, backend, amp)
+        print(f"attention {backend}: mask {size / 2**20:.1f} MiB per forward pass at batch "
+              f"{args.batch_size} under {amp} autocast")  # fmt: skip
+    del shapes
+    if not cuda:
         print("bench_gpu: no CUDA device on this machine; nothing to measure (run it on a GPU).")
         return 0
 
@@ -161,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {name}, precision {precision.name}, torch {torch.__version__}")
     print(f"matmul peak ({PEAK_SIDE}³ {precision.name}): {peak / 1e12:.0f} TFLOP/s")
 
-    profile = profile_section(load_params(args.params), args.profile)
-    config = config_from_profile(profile, VOCAB)
     model = MedViLLForPretraining(config).to(device).train()
     model.medvill.visual_backbone.to(memory_format=torch.channels_last)
     batch = synthetic_batch(config, args.batch_size, device)
@@ -178,15 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("eager", model)]
     if not args.no_compile:
         modes.append(("compiled", torch.compile(model)))
-    for mode, step_model in modes:
-        torch.cuda.reset_peak_memory_stats(device)
-        rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
-        mfu = rate * flops / peak
-        memory = torch.cuda.max_memory_allocated(device) / 2**30
-        print(
-            f"{mode:>8}: {rate:8.1f} samples/s  {rate * flops / 1e12:6.1f} TFLOP/s  "
-            f"MFU {mfu:.2f}  peak memory {memory:.1f} GiB"
-        )
+    for backend in args.attention:
+        model.medvill.set_attention_backend(backend)
+        for mode, step_model in modes:
+            torch.cuda.reset_peak_memory_stats(device)
+            rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+            mfu = rate * flops / peak
+            memory = torch.cuda.max_memory_allocated(device) / 2**30
+            print(
+                f"{backend:>18} {mode:>8}: {rate:8.1f} samples/s  "
+                f"{rate * flops / 1e12:6.1f} TFLOP/s  MFU {mfu:.2f}  peak memory {memory:.1f} GiB"
+            )
     return 0
 
 

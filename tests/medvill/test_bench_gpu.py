@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.bench_gpu import flops_per_sample, synthetic_batch
+from benchmarks.bench_gpu import flops_per_sample, mask_bytes, parse_backends, synthetic_batch
 from medvill.config import MedViLLConfig
 from medvill.model.medvill import MedViLLForPretraining
 
@@ -68,3 +69,24 @@ def test_flop_count_is_per_sample_and_covers_the_encoder_training_flops():
     )
     assert one >= 6 * linear * tokens
     assert all(p.grad is None for p in model.parameters())  # the count leaves no gradients
+
+
+def test_attention_flag_names_known_backends():
+    assert parse_backends("reference, sdpa_bool") == ["reference", "sdpa_bool"]
+    with pytest.raises(argparse.ArgumentTypeError, match="comma list of"):
+        parse_backends("reference,flex")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_backends(" , ")
+
+
+def test_mask_bytes_per_backend_at_the_batch_shape():
+    """(B, 1, S, S) with S = K + 2 + text slots: fp32 additive 4 bytes a pair, the boolean
+    mask 1, the compute-dtype additive mask 2 under bf16 autocast (4 without autocast)."""
+    config = tiny_config()
+    batch = synthetic_batch(config, 4, torch.device("cpu"))
+    pairs = 4 * (3 + 2 + config.text_slots()) ** 2
+    assert mask_bytes(config, batch, "reference", torch.bfloat16) == 4 * pairs
+    assert mask_bytes(config, batch, "sdpa_bool", torch.bfloat16) == pairs
+    assert mask_bytes(config, batch, "auto", None) == pairs
+    assert mask_bytes(config, batch, "sdpa_compute_dtype", torch.bfloat16) == 2 * pairs
+    assert mask_bytes(config, batch, "sdpa_compute_dtype", None) == 4 * pairs
