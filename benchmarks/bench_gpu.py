@@ -94,6 +94,34 @@ def mask_bytes(
     return mask.numel() * mask.element_size()
 
 
+AGREEMENT_TOLERANCE = 8e-3  # bf16 tolerance, as tests/medvill/test_attention_backends.py
+
+
+@torch.no_grad()
+def backend_agreement(
+    model: MedViLLForPretraining, batch: dict[str, Any], backends: list[str], precision: Any
+) -> dict[str, float]:
+    """Largest |difference| of the encoder output between each backend and ``reference`` on
+    this device's own kernels, in eval mode (no dropout) under the run's autocast. The CPU
+    tests prove the masks equal; this checks the GPU's SDPA kernels treat them alike."""
+    was_training, chosen = model.training, model.medvill.attention_backend
+    model.eval()
+    outputs = {}
+    try:
+        for backend in ["reference", *backends]:
+            model.medvill.set_attention_backend(backend)
+            with precision.autocast():
+                encoded = model.medvill(
+                    batch["images"], batch["text_ids"], batch["text_valid"],
+                    batch["visual_cells"], batch["mask_type"],
+                )  # fmt: skip
+            outputs[backend] = encoded.last_hidden_state.float()
+    finally:
+        model.medvill.set_attention_backend(chosen)
+        model.train(was_training)
+    return {b: (outputs[b] - outputs["reference"]).abs().max().item() for b in backends}
+
+
 def loss_of(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     return model(
         images=batch["images"],
@@ -222,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("eager", model)]
     if not args.no_compile:
         modes.append(("compiled", torch.compile(model)))
+    for backend, difference in backend_agreement(model, small, args.attention, precision).items():
+        verdict = "ok" if difference <= AGREEMENT_TOLERANCE else "MISMATCH"
+        print(f"attention {backend} vs reference: max |Δ| {difference:.2e} in the encoder "
+              f"output ({verdict}, tolerance {AGREEMENT_TOLERANCE})")  # fmt: skip
     for backend in args.attention:
         model.medvill.set_attention_backend(backend)
         for mode, step_model in modes:

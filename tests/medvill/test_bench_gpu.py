@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.bench_gpu import flops_per_sample, mask_bytes, parse_backends, synthetic_batch
+from benchmarks.bench_gpu import (
+    backend_agreement,
+    flops_per_sample,
+    mask_bytes,
+    parse_backends,
+    synthetic_batch,
+)
 from medvill.config import MedViLLConfig
+from medvill.device import PrecisionPolicy, policy_for
 from medvill.model.medvill import MedViLLForPretraining
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +97,21 @@ def test_mask_bytes_per_backend_at_the_batch_shape():
     assert mask_bytes(config, batch, "auto", None) == pairs
     assert mask_bytes(config, batch, "sdpa_compute_dtype", torch.bfloat16) == 2 * pairs
     assert mask_bytes(config, batch, "sdpa_compute_dtype", None) == 4 * pairs
+
+
+def test_backend_agreement_measures_each_backend_against_the_reference():
+    """On the CPU the backends agree exactly (fp32) and within bf16 rounding under autocast;
+    the model's chosen backend and training mode are restored afterwards."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MedViLLForPretraining(config).train()
+    model.medvill.set_attention_backend("sdpa_bool")
+    batch = synthetic_batch(config, 2, torch.device("cpu"))
+    batch["text_valid"][1, -4:] = False
+    backends = ["sdpa_bool", "sdpa_compute_dtype"]
+    fp32 = backend_agreement(model, batch, backends, policy_for("fp32", torch.device("cpu")))
+    assert set(fp32) == set(backends) and max(fp32.values()) <= 1e-5
+    cpu_bf16 = PrecisionPolicy("cpu", torch.bfloat16, grad_scaler=False)  # CPU autocast
+    bf16 = backend_agreement(model, batch, backends, cpu_bf16)
+    assert max(bf16.values()) <= 8e-3
+    assert model.training and model.medvill.attention_backend == "sdpa_bool"
