@@ -135,7 +135,8 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     transformers passes a 4-D mask through unchanged to the SDPA/eager attention, which adds it
     to the scores; the most negative finite value (as transformers itself uses) acts as −∞
-    without producing NaN, since no row is fully masked (every query sees the image [CLS]).
+    without producing NaN, since no row is fully masked (every query sees a [CLS]: the image's,
+    or under Non-cross the text block's own).
     """
     if mask.dim() != 3 or mask.dtype != torch.bool:
         raise ValueError("expected a (B, S, S) boolean mask")
