@@ -120,3 +120,16 @@ def read_report(raw: Path, relative: str) -> tuple[str, str | None]:
         return decode_report(read_regular_file(path))
     except RawInputError as error:
         raise RawInputError(error.code, f"{path}: {error.message}") from error
+
+
+def load_report(raw: Path, relative: str) -> tuple[str, str | None] | RawInputError | None:
+    """:func:`read_report` for adapters that read many reports in one pass: the text and its
+    encoding note, None when no file is there (the adapter decides whether that is a reject),
+    or the error that rejects it, returned rather than raised so one bad file never stops
+    the others."""
+    try:
+        return read_report(raw, relative)
+    except FileNotFoundError:
+        return None
+    except RawInputError as error:
+        return error

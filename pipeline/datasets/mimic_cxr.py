@@ -34,7 +34,7 @@ import pandas as pd
 from pipeline.datasets.common import (
     AdapterResult,
     extra_json,
-    read_report,
+    load_report,
     require_file,
 )
 from pipeline.rawfiles import RawInputError, check_id_component, read_csv_table
@@ -95,16 +95,6 @@ def study_dir(subject_id: str, study_id: str) -> str:
     return f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}"
 
 
-def _load_report(raw: Path, relative: str) -> tuple[str, str | None] | RawInputError | None:
-    """A study's report text and encoding note, None when missing, or why it is unusable."""
-    try:
-        return read_report(raw, relative)
-    except FileNotFoundError:
-        return None
-    except RawInputError as error:
-        return error
-
-
 def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
     """One record per metadata row, sorted by (subject, study, dicom_id)."""
     metadata = read_table(find_table(raw, METADATA), METADATA_COLUMNS)
@@ -142,7 +132,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
         folder = study_dir(subject_id, study_id)
         report_rel = f"{folder}.txt"
         if report_rel not in reports:
-            reports[report_rel] = _load_report(raw, report_rel)
+            reports[report_rel] = load_report(raw, report_rel)
         report = reports[report_rel]
         if isinstance(report, RawInputError):
             result.rejects.append(

@@ -20,7 +20,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets.common import AdapterResult, extra_json, read_report, require_file
+from pipeline.datasets.common import AdapterResult, extra_json, load_report, require_file
 from pipeline.rawfiles import RawInputError, resolve_under
 from pipeline.records import Reject
 
@@ -78,16 +78,6 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         raise ValueError(f"{path}: malformed CSV: {error}") from error
 
 
-def _load_report(raw: Path, relative: str) -> tuple[str, str | None] | RawInputError | None:
-    """A report's text and encoding note, None when missing, or the error that rejects it."""
-    try:
-        return read_report(raw, relative)
-    except FileNotFoundError:
-        return None
-    except RawInputError as error:
-        return error
-
-
 def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
     """One record per manifest row; rows whose report is missing or invalid become rejects."""
     manifest = require_file(raw / "manifest.csv", LAYOUT)
@@ -116,7 +106,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
             continue
         report_path = raw / row["report"]
         if row["report"] not in reports:
-            reports[row["report"]] = _load_report(raw, row["report"])
+            reports[row["report"]] = load_report(raw, row["report"])
         report = reports[row["report"]]
         if isinstance(report, RawInputError):
             result.rejects.append(
