@@ -245,3 +245,18 @@ def test_process_group_gets_the_timeout_and_a_failed_rendezvous_says_where(monke
                        r"MASTER_PORT=29500, timeout 90 s\): connect\(\) timed out"):  # fmt: skip
         init_distributed(timeout_s=90)
     assert seen == {"backend": "gloo", "timeout": datetime.timedelta(seconds=90)}
+
+
+def test_every_pretrain_profile_in_params_parses() -> None:
+    """A profile with a retired key (the learn profile's old micro_batch_size) stops
+    `medvill pretrain` before its first step; every shipped profile must load."""
+    import yaml
+
+    from medvill.pretrain import TrainSettings
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    profiles = params["pretrain"]["profiles"]
+    assert {"paper", "demo", "learn"} <= set(profiles)
+    for name, profile in profiles.items():
+        settings = TrainSettings.from_dict(profile["train"])
+        assert settings.global_batch_size > 0, name
