@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,16 @@ def _shown(value: Any) -> str:
     return repr(value) if not isinstance(value, dict | list) else type(value).__name__
 
 
-class Spec:
+class Spec(ABC):
     """One expected value; ``problems`` returns messages prefixed with the key path."""
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What a valid value looks like, as the error message says it."""
 
+    @abstractmethod
     def problems(self, value: Any, where: str) -> list[str]:
-        raise NotImplementedError
+        """Every problem of ``value`` at key path ``where``; empty when it is valid."""
 
     def _expected(self, value: Any, where: str) -> list[str]:
         return [f"{where}: expected {self.describe()}, got {_shown(value)}"]

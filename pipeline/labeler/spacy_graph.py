@@ -258,7 +258,7 @@ def _crosses_noun_verb(tag: str, head_tag: str) -> bool:
 
 def _cc_name(lower: list[str], k: int) -> str:
     """CoreNLP's name for a coordinator: negated ones ("but not", "rather than", "instead
-    of") are all ``negcc``, which the "rather than XXX" negation rule looks for."""
+    of") are all ``negcc``, which the "rather than <finding>" negation rule looks for."""
     if lower[k] in ("than", "of") and k > 0 and lower[k - 1] in ("rather", "instead"):
         return "negcc"
     if lower[k] in ("rather", "instead") and k + 1 < len(lower) and lower[k + 1] in ("than", "of"):
@@ -339,7 +339,7 @@ def _repair_infinitive_fragment(
 ) -> None:
     """ "no focal opacities to suggest pneumonia" has no finite verb; spaCy makes "suggest" the
     root with the noun as its subject. BLLIP/CoreNLP keep the noun phrase as the root with the
-    infinitive as its ``acl`` ("no NN to suggest XXX", the original's negation rule)."""
+    infinitive as its ``acl`` ("no <noun> to suggest <finding>", the original's negation rule)."""
     n = len(heads)
     for verb in range(n):
         if heads[verb] != -1 or tags[verb] != "VB":
@@ -476,8 +476,8 @@ def _repair_subject_of_preposition(heads: list[int], labels: list[str], tags: li
     """ "could reflect lobar pneumonia given the fever": spaCy sometimes makes the verb's
     object the subject of a participle preposition ("given", "following") and the next noun
     that preposition's object. A preposition has no subject: the noun is the verb's object
-    (the "may/could represent/reflect XXX" uncertainty rule needs ``dobj``) and the noun after the
-    preposition its ``pobj``, as BLLIP reads it."""
+    (the "may/could represent/reflect <finding>" uncertainty rule needs ``dobj``) and the noun
+    after the preposition its ``pobj``, as BLLIP reads it."""
     n = len(heads)
     for noun in range(n):
         prep = heads[noun]
