@@ -321,7 +321,10 @@ class IrmNegatives:
             dtype=np.int64,
         )
         self._position = {k: i for i, k in enumerate(self._keys)}
-        self._pools: dict[tuple[int, int], np.ndarray] = {}
+        # records per label set, for "has a negative" without building any pool
+        self._set_sizes = np.bincount(self._set_of[self._set_of >= 0], minlength=len(names))
+        self._labelled = int(self._set_sizes.sum())
+        self._pools: dict[int, np.ndarray] = {}
 
     @classmethod
     def read(cls, path: Path | str) -> IrmNegatives:
@@ -351,19 +354,20 @@ class IrmNegatives:
             )
         return result
 
-    def _pool(self, position: int) -> np.ndarray:
-        """Positions that are negatives of the key at ``position`` (built once per label set)."""
-        group = int(self._set_of[position])
-        cache = (group, position if group < 0 else -1)
-        if cache not in self._pools:
-            pool = (self._set_of >= 0) & (self._set_of != group)
-            pool[position] = False
-            self._pools[cache] = np.flatnonzero(pool)
-        return self._pools[cache]
+    def _pool(self, group: int) -> np.ndarray:
+        """Positions of the labelled records outside label set ``group`` (-1: unlabelled, whose
+        pool is every labelled record). Built lazily, once per group, and only when rejection
+        sampling in :meth:`draw` failed, so a large corpus does not hold one array per set."""
+        if group not in self._pools:
+            self._pools[group] = np.flatnonzero((self._set_of >= 0) & (self._set_of != group))
+        return self._pools[group]
+
+    def _negative_count(self, group: int) -> int:
+        return self._labelled - (int(self._set_sizes[group]) if group >= 0 else 0)
 
     def has_negative(self, key: str) -> bool:
         if key in self._position:
-            return self._pool(self._position[key]).size > 0
+            return self._negative_count(int(self._set_of[self._position[key]])) > 0
         return bool(self.negatives.get(key))
 
     def draw(self, key: str, rng: np.random.Generator) -> str | None:
@@ -378,7 +382,7 @@ class IrmNegatives:
             # a different label set (never -1) is never the query itself
             if self._set_of[candidate] >= 0 and self._set_of[candidate] != group:
                 return self._keys[candidate]
-        pool = self._pool(position)
+        pool = self._pool(group)
         return self._keys[int(pool[int(rng.integers(0, pool.size))])] if pool.size else None
 
 
