@@ -15,6 +15,7 @@ import typer
 
 from medvill import __version__
 from medvill.config import MASK_TYPES, load_params, profile_section
+from medvill.families import FAMILY_NAMES
 from pipeline.console import add_app_options, info, str_enum, user_errors
 
 #: The downstream tasks (medvill.tasks.TASKS, which imports torch; a test keeps them equal).
@@ -24,6 +25,7 @@ PROFILE_NAMES: tuple[str, ...] = ("demo", "learn", "paper")
 Task = str_enum("Task", TASK_NAMES)
 Mask = str_enum("Mask", MASK_TYPES)
 Profile = str_enum("Profile", PROFILE_NAMES)
+Family = str_enum("Family", FAMILY_NAMES)
 #: What a command reports as ``error: …`` (exit 2) instead of a traceback: missing inputs,
 #: bad values, unknown names. ``--verbose`` logs the traceback too.
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
@@ -88,9 +90,19 @@ def pretrain(
             help="Continue from the newest checkpoint in models/<dataset>/pretrain/checkpoints.",
         ),
     ] = False,
+    model: Annotated[
+        Family,  # type: ignore[valid-type]
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model family (medvill.families). Profiles: pretrain.profiles for medvill, "
+            "pretrain.families.<model>.profiles for the others; output: "
+            "models/<dataset>/pretrain (medvill) or models/<dataset>/pretrain-<model>.",
+        ),
+    ] = "medvill",  # type: ignore[assignment]
     mask: Annotated[
         Mask | None,  # type: ignore[valid-type]
-        typer.Option("--mask", help="Override the profile's attention mask."),
+        typer.Option("--mask", help="Override the profile's attention mask (medvill)."),
     ] = None,
     allow_random_init: Annotated[
         bool,
@@ -103,19 +115,22 @@ def pretrain(
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """MLM + IRM pretraining from the train shards. Multi-GPU/multi-node: launch with
+    """Pretraining from the train shards (MedViLL's MLM + IRM by default; --model picks another
+    family). Multi-GPU/multi-node: launch with
     `torchrun --nproc_per_node N -m medvill.cli pretrain ...` (DDP is picked up from torchrun's
     environment). Writes checkpoints, final/, metrics.csv, metrics.json and loss.png under
-    models/<dataset>/pretrain/."""
+    models/<dataset>/pretrain/ (pretrain-<model>/ for the other families)."""
     from medvill.pretrain import Paths
     from medvill.pretrain import pretrain as run
 
+    family = str(getattr(model, "value", model))
     with user_errors(*USER_ERRORS):
         values = load_params(root / params)
-        section = profile_section(values, _profile(values, "pretrain", profile))
+        section = profile_section(values, _profile(values, "pretrain", profile), family)
         mask_type = None if mask is None else str(mask.value)
-        summary = run(section, Paths.for_dataset(dataset, root), resume=resume,
-                      mask_type=mask_type, allow_random_init=allow_random_init)  # fmt: skip
+        summary = run(section, Paths.for_dataset(dataset, root, family), resume=resume,
+                      mask_type=mask_type, allow_random_init=allow_random_init,
+                      model=family)  # fmt: skip
     if summary:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
 

@@ -211,11 +211,21 @@ def load_params(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def profile_section(params: dict[str, Any], profile: str) -> dict[str, Any]:
-    """The ``pretrain.profiles.<profile>`` block, with a clear error naming what exists."""
-    profiles = params.get("pretrain", {}).get("profiles", {})
+def profile_section(
+    params: dict[str, Any], profile: str, family: str = "medvill"
+) -> dict[str, Any]:
+    """A pretraining profile block, with a clear error naming what exists: MedViLL's under
+    ``pretrain.profiles.<profile>``, another family's under
+    ``pretrain.families.<family>.profiles.<profile>``."""
+    pretrain = params.get("pretrain", {})
+    if family == "medvill":
+        profiles, where = pretrain.get("profiles", {}), "pretrain.profiles"
+    else:
+        where = f"pretrain.families.{family}.profiles"
+        profiles = (pretrain.get("families", {}).get(family) or {}).get("profiles", {})
     if profile not in profiles:
-        raise KeyError(f"unknown profile {profile!r}; params.yaml defines {sorted(profiles)}")
+        raise KeyError(f"unknown profile {profile!r}; params.yaml's {where} defines "
+                       f"{sorted(profiles)}")  # fmt: skip
     return profiles[profile]
 
 

@@ -1,4 +1,5 @@
-"""MLM + IRM pretraining from WebDataset shards (``medvill pretrain``, the ``pretrain`` stage).
+"""Pretraining from WebDataset shards (``medvill pretrain``, the ``pretrain`` stage): the one
+training loop of every model family (:mod:`medvill.families`; MedViLL's MLM + IRM by default).
 
 One code path for a laptop CPU and ``torchrun`` across GPUs and nodes: the process group comes
 from torchrun's environment (NCCL on CUDA, gloo on CPU), each rank reads a disjoint part of the
@@ -39,27 +40,17 @@ from medvill.checkpoint import (
     set_rng_state,
 )
 from medvill.config import MedViLLConfig, config_from_profile
-from medvill.data import (
-    IrmNegatives,
-    LoaderSettings,
-    PretrainShards,
-    make_loader,
-    read_index,
-    text_spec_for,
-)
-from medvill.device import PrecisionPolicy, default_device, policy_for, to_device
+from medvill.data import make_loader, read_index
+from medvill.device import PrecisionPolicy, default_device, policy_for
+from medvill.families import get_family
+from medvill.families.base import DataContext, PretrainFamily
 from medvill.model.encoder import ATTENTION_BACKENDS
-from medvill.model.heads import IGNORE_INDEX
-from medvill.model.medvill import (
-    MedViLLForPretraining,
-    load_pretrained_parts,
-    mlm_target_positions,
-)
 from medvill.modelcard import CardFacts, bert_hub_id, checkpoint_facts, write_model_card
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
 
 log = logging.getLogger(__name__)
 
+#: MedViLL's metrics.csv columns (each family's are ``PretrainFamily.metric_columns``).
 METRIC_COLUMNS = (
     "step", "epoch", "loss", "mlm_loss", "irm_loss", "irm_accuracy", "lr", "samples_per_s",
     "elapsed_s",
@@ -136,16 +127,22 @@ class Paths:
     index: Path  # data/shards/<dataset>/index.json
     negatives: Path | None  # data/interim/<dataset>/pairs/irm_negatives.parquet
     tokenizer: Path  # models/<dataset>/tokenizer
-    out: Path  # models/<dataset>/pretrain
+    out: Path  # models/<dataset>/pretrain (MedViLL) or models/<dataset>/pretrain-<family>
 
     @classmethod
-    def for_dataset(cls, dataset: str, root: Path = Path(".")) -> Paths:
+    def for_dataset(cls, dataset: str, root: Path = Path("."), family: str = "medvill") -> Paths:
         return cls(
             index=root / "data" / "shards" / dataset / "index.json",
             negatives=root / "data" / "interim" / dataset / "pairs" / "irm_negatives.parquet",
             tokenizer=root / "models" / dataset / "tokenizer",
-            out=root / "models" / dataset / "pretrain",
+            out=root / "models" / dataset / pretrain_folder(family),
         )
+
+
+def pretrain_folder(family: str) -> str:
+    """Where a family's pretraining goes under ``models/<dataset>/``: MedViLL keeps its
+    historical ``pretrain``, every other family ``pretrain-<family>``."""
+    return "pretrain" if family == "medvill" else f"pretrain-{family}"
 
 
 @dataclass
@@ -234,14 +231,21 @@ def _every_rank_has_full_step(full: bool, ddp: Dist) -> bool:
 class MetricsLog:
     """metrics.csv (appended each step, trimmed to the resume step) and TensorBoard."""
 
-    def __init__(self, out: Path, resume_step: int, tensorboard: bool) -> None:
+    def __init__(
+        self,
+        out: Path,
+        resume_step: int,
+        tensorboard: bool,
+        columns: tuple[str, ...] = METRIC_COLUMNS,
+    ) -> None:
         self.path = out / "metrics.csv"
+        self.columns = columns
         rows: list[dict[str, str]] = []
         if resume_step > 0 and self.path.exists():
             with open(self.path, newline="", encoding="utf-8") as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
         self.handle = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        self.writer = csv.DictWriter(self.handle, fieldnames=list(METRIC_COLUMNS))
+        self.writer = csv.DictWriter(self.handle, fieldnames=list(columns))
         self.writer.writeheader()
         self.writer.writerows(rows)
         self.handle.flush()
@@ -260,7 +264,7 @@ class MetricsLog:
         self.handle.flush()
         self.rows.append(row)
         if self.tb is not None:
-            for name in ("loss", "mlm_loss", "irm_loss", "irm_accuracy", "lr", "samples_per_s"):
+            for name in [c for c in self.columns if c not in ("step", "epoch", "elapsed_s")]:
                 self.tb.add_scalar(f"pretrain/{name}", row[name], int(row["step"]))
 
     def close(self) -> None:
@@ -292,19 +296,22 @@ def pretrain(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     show_progress: bool = True,
     allow_random_init: bool = False,
+    model: str = "medvill",
 ) -> dict[str, Any]:
     """Run (or resume) pretraining; returns the summary also written to ``metrics.json``.
 
-    ``profile`` is a ``pretrain.profiles.<name>`` block: ``model`` (MedViLLConfig fields) and
-    ``train`` (:class:`TrainSettings`). ``on_step(step, row)`` is called after each optimizer
-    step on every rank (tests use it to stop a run as a crash would).
-    ``allow_random_init`` lets a ``require_pretrained`` profile start without its weights.
+    ``profile`` is a profile block of the family ``model`` (:mod:`medvill.families`):
+    ``model`` (its config fields) and ``train`` (:class:`TrainSettings`). ``on_step(step, row)``
+    is called after each optimizer step on every rank (tests use it to stop a run as a crash
+    would). ``allow_random_init`` lets a ``require_pretrained`` profile start without its
+    weights. ``mask_type`` overrides MedViLL's attention mask.
     """
+    family = get_family(model)
     settings = TrainSettings.from_dict(profile.get("train", {}))
     ddp = init_distributed(settings.ddp_timeout_s)
     try:
         return _run(profile, settings, paths, resume, mask_type, on_step, show_progress, ddp,
-                    allow_random_init)  # fmt: skip
+                    allow_random_init, family)  # fmt: skip
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
@@ -320,7 +327,9 @@ def _run(
     show_progress: bool,
     ddp: Dist,
     allow_random_init: bool = False,
+    family: PretrainFamily | None = None,
 ) -> dict[str, Any]:
+    family = family or get_family("medvill")
     out = Path(paths.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_batches(settings.global_batch_size, ddp.world, settings.max_micro_batch_size)
@@ -329,62 +338,39 @@ def _run(
         print(f"batch plan: {plan.describe()}", flush=True)
 
     tokenizer = load_tokenizer(paths.tokenizer)
-    model_fields = dict(profile.get("model", {}))
-    if mask_type:
-        model_fields["attention_mask_type"] = mask_type
-    config = config_from_profile({"model": model_fields}, tokenizer_ids(tokenizer))
+    config = family.build_config(profile, tokenizer, {"mask_type": mask_type})
 
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
     torch.manual_seed(settings.seed)
     if checkpoint is not None:
-        model = MedViLLForPretraining.from_pretrained(str(checkpoint))
+        model = family.from_checkpoint(checkpoint)
         state = load_trainer_state(checkpoint)
         check_resume_plan(checkpoint, state, plan, settings.num_workers)
         log.info("resuming from %s (step %d)", checkpoint, state["step"])
         origin = {"all weights": f"resumed from {checkpoint.name}"}
     else:
-        model = MedViLLForPretraining(config)
-        origin = load_pretrained_parts(model, settings.text_weights, settings.imagenet)
+        model = family.new_model(config)
+        origin = family.load_public_weights(model, settings.text_weights, settings.imagenet)
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
         check_initialisation(origin, settings, allow_random_init)
         state = None
-    model.medvill.set_attention_backend(settings.attention_backend)
-    card = checkpoint_facts("pretraining", model, paths.index, asdict(settings),
+    card = checkpoint_facts(family.card_kind, model, paths.index, asdict(settings),
                             initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
     model.to(ddp.device)
     if ddp.device.type == "cuda":
-        # cuDNN picks the fastest convolution for the fixed input shape; NHWC is what tensor
-        # cores read without transposes.
+        # cuDNN picks the fastest convolution for the fixed input shape
         torch.backends.cudnn.benchmark = True
-        model.medvill.visual_backbone.to(memory_format=torch.channels_last)
+    family.prepare(model, settings, ddp.device)
     model.train()
 
     shards = read_index(paths.index, "train")
-    negatives = None
-    if paths.negatives is not None and Path(paths.negatives).exists():
-        negatives = IrmNegatives.read(paths.negatives)
-    else:
-        log.warning("no IRM negatives file at %s: every pair is matched", paths.negatives)
-    loader_settings = LoaderSettings(
-        batch_size=plan.micro_batch_size,
-        accumulation=accumulation,
-        num_workers=settings.num_workers,
-        shuffle_buffer=settings.shuffle_buffer,
-        seed=settings.seed,
-        image_size=config.image_size,
-        augment=settings.augment,
-        grid_cells=config.num_visual_features,
-        num_sampled_visual=config.num_sampled_visual,
-        mask_type=config.attention_mask_type,
-        s2s_probability=config.s2s_probability,
-        mlm_probability=settings.mlm_probability,
-        negative_probability=settings.negative_probability,
-    )
-    spec = text_spec_for(
-        tokenizer, config.max_text_tokens, config.attention_mask_type == "noncross"
-    )
-    dataset = PretrainShards(shards, tokenizer, spec, loader_settings, negatives, ddp.rank,
-                             ddp.world)  # fmt: skip
+    dataset = family.dataset(
+        DataContext(
+            shards=shards, tokenizer=tokenizer, config=config, settings=settings,
+            micro_batch_size=plan.micro_batch_size, accumulation=accumulation,
+            negatives_path=paths.negatives, rank=ddp.rank, world=ddp.world,
+        )
+    )  # fmt: skip
     micro_per_epoch = dataset.micro_batches_per_epoch()
     steps_per_epoch = micro_per_epoch // accumulation
     if steps_per_epoch == 0:
@@ -435,14 +421,16 @@ def _run(
     if settings.compile:
         wrapped = torch.compile(wrapped)
 
-    metrics = MetricsLog(out, step, settings.tensorboard) if ddp.main else None
+    metrics = (
+        MetricsLog(out, step, settings.tensorboard, family.metric_columns) if ddp.main else None
+    )
     progress = _progress(total_steps, step, show_progress and ddp.main)
     start_time = time.perf_counter()
     log.info(
-        "pretraining: %d samples, %d steps/epoch, %d steps total, %s, mask %s, device %s, "
+        "pretraining: %d samples, %d steps/epoch, %d steps total, %s, %s, device %s, "
         "precision %s",
         shards.total, steps_per_epoch, total_steps, plan.describe(),
-        config.attention_mask_type, ddp.device, precision.name,
+        family.describe(config), ddp.device, precision.name,
     )  # fmt: skip
     loader = make_loader(dataset, settings.seed, ddp.device.type == "cuda")
     try:
@@ -456,7 +444,7 @@ def _run(
                     log.warning("epoch %d ended early (a rank ran out of samples)", epoch)
                     break
                 row = _train_step(wrapped, micro, optimizer, scheduler, scaler, precision,
-                                  settings, ddp)  # fmt: skip
+                                  settings, ddp, family)  # fmt: skip
                 step += 1
                 consumed += accumulation
                 elapsed = time.perf_counter() - tick
@@ -471,10 +459,11 @@ def _run(
                         progress.task_ids[0], completed=step, info=f"loss {row['loss']:.3f}"
                     )
                 elif ddp.main and (step % settings.log_every_steps == 0 or step == 1):
+                    parts = " ".join(f"{n} {row[n]:.4f}" for n in family.loss_names)
                     log.info(
-                        "step %d/%d epoch %d loss %.4f (mlm %.4f irm %.4f) lr %.2e %.1f samples/s",
-                        step, total_steps, epoch, row["loss"], row["mlm_loss"], row["irm_loss"],
-                        row["lr"], row["samples_per_s"],
+                        "step %d/%d epoch %d loss %.4f (%s) lr %.2e %.1f samples/s",
+                        step, total_steps, epoch, row["loss"], parts, row["lr"],
+                        row["samples_per_s"],
                     )  # fmt: skip
                 if step % settings.save_every_steps == 0 or step == total_steps:
                     _save(out, step, epoch, consumed, model, tokenizer, optimizer, scheduler,
@@ -497,7 +486,7 @@ def _run(
         final = out / "final"
         model.save_pretrained(str(final), safe_serialization=True)
         tokenizer.save_pretrained(str(final))
-        summary = _summarise(out, metrics.rows if metrics else [], settings)
+        summary = _summarise(out, metrics.rows if metrics else [], settings, family)
         write_model_card(final, replace(card, metrics=summary))
     return summary
 
@@ -511,55 +500,32 @@ def _train_step(
     precision: PrecisionPolicy,
     settings: TrainSettings,
     ddp: Dist,
+    family: PretrainFamily | None = None,
 ) -> dict[str, float]:
     """One optimizer step over ``len(micro)`` micro-batches; returns global-batch metrics.
 
     Every tensor that meets the other ranks lives on ``ddp.device``; the only host sync is
     the one read of the step's metrics at the end (none per micro-batch).
     """
-    # Label counts come from the host-side batches (no device sync), then cross the ranks.
-    counts = torch.tensor(
-        [
-            float(sum(int((b["mlm_labels"] != IGNORE_INDEX).sum()) for b in micro)),
-            float(sum(len(b["irm_labels"]) for b in micro)),
-        ],
-        device=ddp.device,
-    )
+    family = family or get_family("medvill")
+    # Item counts come from the host-side batches (no device sync), then cross the ranks.
+    counts = torch.tensor(family.counts(micro), device=ddp.device)
     counts = _all_reduce(counts, ddp)
     # DDP averages gradients over ranks, hence the × world inside the normalisers.
-    mlm_norm = counts[0] / ddp.world
-    irm_norm = counts[1] / ddp.world
-    sums = torch.zeros(3, device=ddp.device)  # mlm, irm, irm correct
+    normalizers = counts / ddp.world
+    sums = torch.zeros(len(family.stat_names), device=ddp.device)
     last = len(micro) - 1
     unwrapped = getattr(model, "_orig_mod", model)  # the DDP module under torch.compile
     for index, host_batch in enumerate(micro):
-        # computed on the host: selecting the MLM slots on the GPU would wait for its count
-        positions = mlm_target_positions(host_batch["mlm_labels"])
-        batch = to_device({**host_batch, "mlm_positions": positions}, ddp.device)
-        images = batch["images"]
-        if ddp.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        batch = family.to_device(host_batch, ddp.device)
         # Gradients are all-reduced once per optimizer step: every micro-batch but the last
         # runs forward *and* backward inside one no_sync() context (a fresh one each time).
         sync = index == last or not isinstance(unwrapped, DistributedDataParallel)
         with contextlib.nullcontext() if sync else unwrapped.no_sync():
             with precision.autocast():
-                out = model(
-                    images=images,
-                    text_ids=batch["text_ids"],
-                    text_valid=batch["text_valid"],
-                    visual_cells=batch["visual_cells"],
-                    mask_type=batch["mask_type"],
-                    mlm_labels=batch["mlm_labels"],
-                    irm_labels=batch["irm_labels"],
-                    mlm_normalizer=mlm_norm,
-                    irm_normalizer=irm_norm,
-                    mlm_positions=batch["mlm_positions"],
-                )
+                out = family.step(model, batch, normalizers, ddp.device)
             (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
-        correct = (out.irm_logits.argmax(-1) == batch["irm_labels"]).sum()
-        sums += torch.stack([out.mlm_loss.detach().float(), out.irm_loss.detach().float(),
-                             correct.float()])  # fmt: skip
+        sums += out.stats
     if scaler is not None:
         scaler.unscale_(optimizer)
     if settings.max_grad_norm > 0:
@@ -575,15 +541,9 @@ def _train_step(
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     sums = _all_reduce(sums, ddp)
-    mlm_sum, irm_sum, correct_sum, irm_count = [*sums.tolist(), counts[1].item()]
-    mlm, irm = mlm_sum / ddp.world, irm_sum / ddp.world
-    return {
-        "loss": mlm + irm,
-        "mlm_loss": mlm,
-        "irm_loss": irm,
-        "irm_accuracy": correct_sum / max(irm_count, 1.0),
-        "lr": lr,
-    }
+    row = family.row(sums.tolist(), counts.tolist(), ddp.world)
+    row["lr"] = lr
+    return row
 
 
 def check_resume_plan(
@@ -637,7 +597,7 @@ def _save(
     step: int,
     epoch: int,
     consumed: int,
-    model: MedViLLForPretraining,
+    model: torch.nn.Module,
     tokenizer: Any,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -674,8 +634,14 @@ def _save(
         dist.barrier()
 
 
-def _summarise(out: Path, rows: list[dict[str, float]], settings: TrainSettings) -> dict[str, Any]:
+def _summarise(
+    out: Path,
+    rows: list[dict[str, float]],
+    settings: TrainSettings,
+    family: PretrainFamily | None = None,
+) -> dict[str, Any]:
     """metrics.json (DVC metric) and loss.png (DVC plot) from the whole run's rows."""
+    family = family or get_family("medvill")
     if not rows:
         raise RuntimeError("no training step ran")
     tail = rows[-min(len(rows), 5) :]
@@ -686,8 +652,7 @@ def _summarise(out: Path, rows: list[dict[str, float]], settings: TrainSettings)
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
         "final_loss_mean5": sum(r["loss"] for r in tail) / len(tail),
-        "final_mlm_loss": rows[-1]["mlm_loss"],
-        "final_irm_loss": rows[-1]["irm_loss"],
+        **{f"final_{name}": rows[-1][name] for name in family.loss_names},
         "samples_per_s": sum(speeds) / len(speeds),
         "global_batch_size": settings.global_batch_size,
         "wall_time_s": rows[-1]["elapsed_s"],
@@ -695,11 +660,16 @@ def _summarise(out: Path, rows: list[dict[str, float]], settings: TrainSettings)
     if any(math.isnan(v) for v in (summary["first_loss"], summary["final_loss"])):
         log.error("loss became NaN")
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    _plot(out / "loss.png", rows)
+    _plot(out / "loss.png", rows, ("loss", *family.loss_names), family.title)
     return summary
 
 
-def _plot(path: Path, rows: list[dict[str, float]]) -> None:
+def _plot(
+    path: Path,
+    rows: list[dict[str, float]],
+    names: tuple[str, ...] = ("loss", "mlm_loss", "irm_loss"),
+    title: str = "MedViLL",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -707,11 +677,11 @@ def _plot(path: Path, rows: list[dict[str, float]]) -> None:
 
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for name in ("loss", "mlm_loss", "irm_loss"):
+    for name in names:
         ax.plot(steps, [r[name] for r in rows], label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title("MedViLL pretraining")
+    ax.set_title(f"{title} pretraining")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
