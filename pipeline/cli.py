@@ -14,7 +14,7 @@ import typer
 
 from pipeline import __version__
 from pipeline.console import add_app_options, fail, info, str_enum, user_errors
-from pipeline.datasets import ADAPTERS
+from pipeline.datasets import ADAPTERS, LOCALIZED_ADAPTERS
 from pipeline.datasets.common import LayoutError
 from pipeline.outputs import check_writable, run_owned
 from pipeline.parallel import default_workers
@@ -25,6 +25,7 @@ from pipeline.params_schema import validate_params
 STAGES: dict[str, str] = {
     "ingest": "pipeline.datasets",
     "images": "pipeline.images",
+    "localized": "pipeline.localized.stage",
     "sections": "pipeline.sections",
     "label": "pipeline.label",
     "split": "pipeline.splits",
@@ -35,6 +36,8 @@ STAGES: dict[str, str] = {
 #: A VQA-RAD release has questions, not reports: only the vqa stage applies (it runs the images
 #: stage on the release's images itself).
 VQA_ONLY_ADAPTER = "vqa_rad"
+#: Detection / segmentation datasets have no reports: only these stages apply to them.
+LOCALIZED_STAGES = ("ingest", "images", "localized")
 #: ``--adapter`` choices: the report adapters plus the VQA-RAD release.
 Adapter = str_enum("Adapter", (*ADAPTERS, VQA_ONLY_ADAPTER))
 
@@ -107,6 +110,13 @@ def run_stages(
             raise ValueError(
                 f"dataset '{dataset}' is a VQA-RAD release: only `medvill-prep vqa` applies to it"
             )
+    if paths.adapter in LOCALIZED_ADAPTERS:
+        stages = [s for s in stages if s in LOCALIZED_STAGES]
+        if not stages:
+            raise ValueError(
+                f"dataset '{dataset}' ({paths.adapter}) has boxes or masks, no reports: only "
+                f"the {', '.join(LOCALIZED_STAGES)} stages apply to it"
+            )
     n_workers = workers if workers > 0 else default_workers()
     results = []
     for stage in stages:
@@ -155,6 +165,11 @@ _stage_command(
     "images",
     "Cut uniform margins, resize the long side to images.output_size, pad to a square, "
     "write 8-bit grey.",
+)
+_stage_command(
+    "localized",
+    "Move each annotated box and mask (RSNA, SIIM-ACR, NIH boxes, Object-CXR, the synthetic "
+    "corpus) through the images stage's crop, resize and pad; one row per annotation.",
 )
 _stage_command(
     "sections",

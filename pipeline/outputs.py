@@ -44,6 +44,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "pairs": ("split", "images"),
     "vqa": ("split", "images"),
     "shards": ("split", "images"),
+    "localized": ("ingest", "images"),
 }
 
 

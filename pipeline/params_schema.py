@@ -307,6 +307,7 @@ PIPELINE_SCHEMA: dict[str, Spec] = {
     ),
     "vqa": Block({"json": Str(), "image_dir": Str(), "image_root": Str(nonempty=True)}),
     "shards": Block({"samples_per_shard": Int(1)}),
+    "localized": Block({"mask_threshold": Float(0.01, 1.0)}),
 }
 
 

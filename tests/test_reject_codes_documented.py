@@ -6,7 +6,8 @@ README's "Bad input" table and docs/formats.md §8 in step with the code, both w
 
 The codes are read from the source (no stage runs): the constant passed in a reject position —
 ``run.reject(id, CODE, …)``, ``Reject(id, stage, CODE, …)``, the first argument of the error
-types that carry a code (``ImageError``, ``EntryError``, ``RawInputError``), the sections
+types that carry a code (``ImageError``, ``EntryError``, ``RawInputError``,
+``AnnotationError``), an adapter's ``unusable(…, CODE, reason)`` annotation row, the sections
 stage's ``ParsedReport(…, CODE, cause)`` and ``return (CODE, reason)`` of the helpers typed
 ``tuple[str, str]`` — with module-level string constants resolved by name.
 """
@@ -27,6 +28,8 @@ CODE_ARGUMENT = {
     "EntryError": 0,
     "RawInputError": 0,
     "ParsedReport": 5,
+    "AnnotationError": 0,
+    "unusable": 4,
 }
 
 
@@ -111,6 +114,8 @@ def test_the_source_scan_finds_codes_of_every_kind() -> None:
         "headers_only",  # ParsedReport(…, "…", cause)
         "empty_text",  # return ("…", reason) in a tuple[str, str] helper
         "image_missing",
+        "box_cropped_out",  # AnnotationError("…")
+        "bad_annotation",  # unusable(…, CODE, reason) in an adapter
     ):
         assert code in found, code
 

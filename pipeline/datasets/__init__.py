@@ -15,18 +15,24 @@ from typing import Any
 import pandas as pd
 
 from pipeline.datasets.common import AdapterResult, LayoutError
+from pipeline.localized.annotations import annotations_frame
 from pipeline.params import DatasetPaths, dataset_entries
 from pipeline.rawfiles import UNREADABLE, RawInputError, resolve_under
-from pipeline.records import INGEST_COLUMNS
+from pipeline.records import INGEST_COLUMNS, write_parquet
 from pipeline.stage import StageRun
 
-ADAPTERS = ("sample", "mimic_cxr", "openi", "synthetic")
+#: Detection / segmentation datasets: images with boxes or masks and no reports. Only the
+#: ingest, images and localized stages apply to them.
+LOCALIZED_ADAPTERS = ("rsna_pneumonia", "siim_pneumothorax", "nih_boxes", "object_cxr")
+ADAPTERS = ("sample", "mimic_cxr", "openi", "synthetic", *LOCALIZED_ADAPTERS)
+#: Annotations (boxes, masks) the adapter found, in source pixels; the localized stage reads it.
+ANNOTATIONS_FILE = "annotations.parquet"
 #: File name suffixes counted as images when looking for files the metadata never lists.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 #: How many unlisted image paths stats.json shows as examples.
 UNLISTED_EXAMPLES = 5
 
-__all__ = ["ADAPTERS", "LayoutError", "read_adapter", "run_stage"]
+__all__ = ["ADAPTERS", "LOCALIZED_ADAPTERS", "LayoutError", "read_adapter", "run_stage"]
 
 
 def read_adapter(adapter: str, raw: Path, params: dict[str, Any]) -> AdapterResult:
@@ -87,10 +93,14 @@ def unlisted_images(raw: Path, listed: set[str]) -> list[str]:
 def dataset_views(params: dict[str, Any], name: str) -> list[str]:
     """Views kept for dataset ``name``: its own ``views`` entry in ``datasets`` if it has one
     (Open-I XML gives no per-image view, so it needs ``views: []``), else ``ingest.views``.
-    An empty list keeps every view."""
+    An empty list keeps every view. Detection / segmentation datasets keep every view unless
+    their entry says otherwise: their evaluation sets are defined whole, and Object-CXR gives
+    no view at all."""
     entry = dataset_entries(params).get(name, {})
     if "views" in entry:
         return list(entry["views"] or [])
+    if entry.get("adapter") in LOCALIZED_ADAPTERS:
+        return []
     return list(params.get("ingest", {}).get("views", []))
 
 
@@ -137,4 +147,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     run.extra["synthetic_reports"] = int(frame["synthetic_report"].sum())
     run.extra["unlisted_files"] = len(unlisted)
     run.extra["unlisted_examples"] = unlisted[:UNLISTED_EXAMPLES]
+    annotations = annotations_frame(result.annotations)
+    write_parquet(annotations, paths.stage_dir("ingest") / ANNOTATIONS_FILE)
+    run.extra["annotations"] = len(annotations)
     return run.finish(frame)

@@ -27,12 +27,15 @@ class AdapterResult:
     the candidates it could not turn into a record (unparsable XML, report file missing, …).
     Every candidate the adapter saw is in exactly one of the two. ``listed_paths`` holds the
     image paths (relative to the root) of rejected candidates, so the ingest stage does not
-    count those images as files the metadata never mentions.
+    count those images as files the metadata never mentions. ``annotations`` holds the
+    localized annotations (boxes, masks) of detection/segmentation datasets as rows of
+    ``pipeline.localized.annotations.ANNOTATION_COLUMNS``, in source pixels.
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     listed_paths: set[str] = field(default_factory=set)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def require_file(path: Path, layout_hint: str) -> Path:

@@ -40,17 +40,23 @@ def _ingest(tmp_path: Path, *app_options: str) -> list[str]:
 def test_adapter_choices_are_the_adapters_and_listed_in_help() -> None:
     assert [a.value for a in Adapter] == [*ADAPTERS, "vqa_rad"]
     result = CliRunner().invoke(
-        app, ["images", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+        app, ["images", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}
     )
     assert result.exit_code == 0
-    assert "sample|mimic_cxr|openi|synthetic|vqa_rad" in _flat(result.output)
+    assert (
+        "sample|mimic_cxr|openi|synthetic|rsna_pneumonia|siim_pneumothorax|nih_boxes|object_cxr"
+        "|vqa_rad" in _flat(result.output)
+    )
 
 
 def test_an_adapter_typo_exits_2_naming_the_choices(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*_ingest(tmp_path), "--adapter", "mimic"])
     assert result.exit_code == 2
     flat = _flat(result.output)
-    assert "'mimic'isnotoneof'sample','mimic_cxr','openi','synthetic','vqa_rad'" in flat
+    assert (
+        "'mimic'isnotoneof'sample','mimic_cxr','openi','synthetic','rsna_pneumonia',"
+        "'siim_pneumothorax','nih_boxes','object_cxr','vqa_rad'" in flat
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -57,6 +57,9 @@ def test_every_stage_reconciles_and_shards_hold_the_survivors(demo_run: Path) ->
     previous_out = None
     for stage in STAGES:
         stats = json.loads((interim / stage / "stats.json").read_text())
+        if stage == "localized":  # counts annotations (the demo has none), not records
+            assert stats["in"] == stats["out"] == 0 and stats["reconciled"]
+            continue
         if stage == "vqa":  # synthetic questions: several per image, counted not reconciled
             assert stats["out_unit"] == "questions" and stats["out"] > stats["in"]
             continue
