@@ -6,7 +6,8 @@ tree really is a generated corpus (``corpus.json``, ``labels.csv`` and the VQA f
 and names what is missing, and records the generator version with every image. The manifest's
 ``split`` column is the generator's patient-level split; the split stage uses it while
 ``split.use_official`` is true, which keeps the corpus's VQA questions (split by the same
-patients) aligned with the report splits.
+patients) aligned with the report splits. The drawn findings' masks (``regions.jsonl``, when
+the corpus has one) become annotations for the localized stage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 
 from pipeline.datasets import sample
 from pipeline.datasets.common import AdapterResult, LayoutError, extra_json
+from pipeline.datasets.localized_common import BAD_ANNOTATION
+from pipeline.localized.annotations import annotation, unusable
+from pipeline.synthetic.regions import REGIONS_FILE
 from pipeline.synthetic.writer import VQA_FILE
 
 DATASET = "synthetic"
@@ -55,4 +59,46 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
         extra["generator_seed"] = info.get("seed")
         record["dataset"] = DATASET
         record["extra_json"] = extra_json(extra)
+    result.annotations = read_regions(raw)
     return result
+
+
+def read_regions(raw: Path) -> list[dict[str, Any]]:
+    """The corpus's ``regions.jsonl`` as annotations (masks on the source image, one per
+    drawn finding). Corpora written before the file existed have none; a line that does not
+    parse becomes one unusable annotation naming the line."""
+    path = raw / REGIONS_FILE
+    if not path.is_file():
+        return []
+    annotations: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        source = f"{REGIONS_FILE}:{number}"
+        try:
+            entry = json.loads(line)
+            image_id, size = str(entry["image_id"]), (int(entry["width"]), int(entry["height"]))
+            regions = list(entry["regions"])
+        except (ValueError, KeyError, TypeError) as error:
+            annotations.append(
+                unusable(
+                    f"{REGIONS_FILE}:{number}",
+                    0,
+                    "",
+                    source,
+                    BAD_ANNOTATION,
+                    f"not a regions line ({error})",
+                )
+            )
+            continue
+        for n, region in enumerate(regions):
+            annotations.append(
+                annotation(
+                    image_id,
+                    n,
+                    str(region.get("finding", "")),
+                    "mask_counts",
+                    source,
+                    rle=str(region.get("counts", "")),
+                    rle_size=size,
+                )
+            )
+    return annotations

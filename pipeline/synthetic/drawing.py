@@ -174,10 +174,21 @@ def _sides(side: str) -> tuple[str, ...]:
 
 
 def draw_frontal(
-    study: StudyFindings, anatomy: Anatomy, view: str, rng: np.random.Generator
+    study: StudyFindings,
+    anatomy: Anatomy,
+    view: str,
+    rng: np.random.Generator,
+    regions: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Density map of a PA or AP film (float32, ``GRID``²)."""
+    """Density map of a PA or AP film (float32, ``GRID``²).
+
+    ``regions``, when given, receives the extent (0–1, ``GRID``²) of each drawn finding, keyed
+    by kind (``device:<name>`` per device): the synthetic corpus's localized ground truth
+    (pipeline/synthetic/regions.py). Collecting them draws no extra random numbers, so the
+    image is the same with or without.
+    """
     c, a = Canvas(), anatomy
+    found: dict[str, np.ndarray] = regions if regions is not None else {}
     body = _soft(
         np.abs(c.x - 0.5) - a.body_half_width + 0.04 * (c.y < 0.15) * (0.15 - c.y) * 6, 0.01
     )
@@ -188,6 +199,8 @@ def draw_frontal(
     if view == "AP":
         ctr *= 1.05  # the heart is magnified on AP films (further from the detector)
     heart = heart_mask(c, a, ctr)
+    if cardiomegaly is not None:
+        found["cardiomegaly"] = heart
     markings = 0.5 + 0.5 * smooth_noise(rng, 24)
     air = np.zeros_like(c.density)
     lucent = np.zeros_like(c.density)
@@ -220,11 +233,17 @@ def draw_frontal(
     air = np.clip(air, 0, 1)
     lucent = np.clip(lucent, 0, 1)
     fluid = np.clip(fluid, 0, 1)
+    if study.get("effusion") is not None:
+        found["effusion"] = fluid
+    if study.get("pneumothorax") is not None:
+        found["pneumothorax"] = lucent
     nodule = study.get("nodule")
     if nodule is not None:
         nx, ny = _zone_centre(a, nodule.side, nodule.zone)
         r = 0.006 + nodule.size_mm * 0.0011
-        opacity += 0.45 * _soft(np.sqrt((c.x - nx) ** 2 + (c.y - ny) ** 2) - r, 0.003) * air
+        spot = _soft(np.sqrt((c.x - nx) ** 2 + (c.y - ny) ** 2) - r, 0.003)
+        found["nodule"] = spot * air
+        opacity += 0.45 * spot * air
     consolidation = study.get("consolidation")
     if consolidation is not None:
         cx, cy = _zone_centre(a, consolidation.side, consolidation.zone)
@@ -235,6 +254,7 @@ def draw_frontal(
         )
         patches = np.clip(0.7 + 0.4 * smooth_noise(rng, 40), 0, 1)
         strength = 0.32 if consolidation.severity == 0 else 0.45
+        found["consolidation"] = region * air
         opacity += strength * region * patches * air
     atelectasis = study.get("atelectasis")
     if atelectasis is not None:
@@ -242,6 +262,7 @@ def draw_frontal(
         half = 0.45 * a.lung_half_width
         tilt = float(rng.uniform(-0.02, 0.02))
         band = segment_mask(c, [(cx - half, cy - tilt), (cx + half, cy + tilt)], 0.006)
+        found["atelectasis"] = band * air
         opacity += (0.18 if atelectasis.hedged else 0.3) * band * air
     mediastinum = body * _soft(np.abs(c.x - 0.5) - 0.06, 0.01) * (c.y < a.lung_bottom)
     spine = body * _soft(np.abs(c.x - 0.5) - 0.035, 0.006)
@@ -258,7 +279,8 @@ def draw_frontal(
     metal = np.zeros_like(d)
     if devices is not None:
         for device in devices.devices:
-            metal = np.maximum(metal, device_mask(c, a, device))
+            found[f"device:{device}"] = device_mask(c, a, device)
+            metal = np.maximum(metal, found[f"device:{device}"])
     marker = np.zeros_like(d)
     mx = 0.86 if view == "AP" else 0.1
     marker[
@@ -350,12 +372,16 @@ def render(
     view: str,
     size: int,
     rng: np.random.Generator,
+    regions: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The 8-bit grey image (``size``²) of one view of one study."""
+    """The 8-bit grey image (``size``²) of one view of one study.
+
+    ``regions`` (frontal views) receives each drawn finding's extent, see :func:`draw_frontal`.
+    """
     if view == "LATERAL":
         density = draw_lateral(study, anatomy, rng)
     else:
-        density = draw_frontal(study, anatomy, view, rng)
+        density = draw_frontal(study, anatomy, view, rng, regions)
     tone = (density - 0.08) * anatomy.contrast + 0.08 + anatomy.exposure
     coarse = Image.fromarray(np.clip(tone * 255.0, 0, 255).astype(np.float32), mode="F")
     fine = np.asarray(coarse.resize((size, size), Image.Resampling.BILINEAR))

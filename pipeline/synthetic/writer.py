@@ -9,6 +9,8 @@ Layout (the ``sample`` adapter's manifest layout, plus ground truth and VQA)::
     labels.csv          ground truth: study_id + the 14 CheXpert columns (1, 0, -1, blank),
                         the format ``label.backend: csv`` reads
     findings.jsonl      the drawn findings per study (kind, side, severity, zone, size)
+    regions.jsonl       where each finding is drawn on each frontal image: box and mask
+                        (pipeline/synthetic/regions.py), for localized evaluation
     vqa/questions.json  closed and open questions in the VQA-RAD release format
     corpus.json         generator version, seed and counts (what made this tree)
 
@@ -35,6 +37,7 @@ from pipeline.parallel import parallel_map
 from pipeline.records import CHEXPERT_LABELS
 from pipeline.synthetic.drawing import Anatomy, render
 from pipeline.synthetic.findings import StudyFindings, sample_study
+from pipeline.synthetic.regions import REGIONS_FILE, region_masks, regions_entry, regions_line
 from pipeline.synthetic.reports import EXAMINATIONS, write_report
 from pipeline.synthetic.vqa import vqa_entries
 
@@ -180,13 +183,19 @@ def plan_corpus(config: CorpusConfig) -> list[StudyPlan]:
     return plans
 
 
-def _render_job(job: tuple[StudyPlan, str, int, Path, CorpusConfig]) -> None:
+def _render_job(job: tuple[StudyPlan, str, int, Path, CorpusConfig]) -> str | None:
+    """Draw and write one image; for a frontal view, return its ``regions.jsonl`` line."""
     plan, view, view_index, path, config = job
     rng = np.random.default_rng([config.seed, 1, plan.index, view_index])
-    pixels = render(plan.findings, plan.anatomy, view, config.image_size, rng)
+    extents: dict[str, np.ndarray] = {}
+    pixels = render(plan.findings, plan.anatomy, view, config.image_size, rng, extents)
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=config.jpeg_quality)
     path.write_bytes(buffer.getvalue())
+    if view == "LATERAL":
+        return None
+    masks = region_masks(extents, config.image_size)
+    return regions_line(regions_entry(plan.image_id(view), masks, config.image_size))
 
 
 def _label_text(value: float) -> str:
@@ -257,8 +266,12 @@ def write_corpus(out: Path, config: CorpusConfig, workers: int = 1) -> dict[str,
                         config.questions_per_image,
                     )
                 )
-    for _ in parallel_map(_render_job, jobs, workers, "synthetic images", chunksize=16):
-        pass
+    regions = [
+        line
+        for line in parallel_map(_render_job, jobs, workers, "synthetic images", chunksize=16)
+        if line is not None
+    ]
+    (out / REGIONS_FILE).write_text("".join(f"{line}\n" for line in regions), encoding="utf-8")
     with (out / "manifest.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
         writer.writeheader()
