@@ -43,7 +43,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "split": ("label",),
     "pairs": ("split", "images"),
     "vqa": ("split", "images"),
-    "shards": ("split", "images"),
+    "shards": ("split", "images", "localized"),
     "localized": ("ingest", "images"),
 }
 

@@ -3,7 +3,10 @@
 Sample layout (docs/architecture.md §4): key ``<dataset>_<image_id>``; members ``jpg`` (or ``png``)
 — the 512×512 image from the images stage, byte for byte; ``txt`` — the chosen report text; ``json``
 — ids, view, section texts, split and the 14 CheXpert labels (null = blank) in the fixed order of
-``CHEXPERT_LABELS``. No pickled members, ever.
+``CHEXPERT_LABELS``. No pickled members, ever. For a dataset with localized annotations (boxes
+or masks, e.g. the synthetic corpus's drawn findings) the ``json`` also carries ``regions``:
+each annotation's finding, box on the 512² image and mask run lengths (pipeline/localized/),
+``[]`` for an image without any; other datasets' samples are unchanged.
 
 Shards hold what the task files hold: the pairs stage decides which image stands for each task
 record (``pairs.unit``: for MIMIC-CXR one record per study, its first image — MedViLL's 91,685
@@ -27,6 +30,8 @@ from typing import Any
 import pandas as pd
 import webdataset as wds
 
+from pipeline.datasets import ANNOTATIONS_FILE
+from pipeline.localized.stage import LOCALIZED_COLUMNS
 from pipeline.members import MEMBERS_FILE, write_member_index
 from pipeline.outputs import replace_dir, staging_dir
 from pipeline.params import DatasetPaths
@@ -50,9 +55,9 @@ def _label_value(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def sample_metadata(row: pd.Series) -> dict[str, Any]:
-    """The ``json`` member of one sample."""
-    return {
+def sample_metadata(row: pd.Series, regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``json`` member of one sample (``regions`` only for datasets with annotations)."""
+    meta = {
         "dataset": str(row["dataset"]),
         "image_id": str(row["image_id"]),
         "task_id": str(row["task_id"]),
@@ -66,13 +71,48 @@ def sample_metadata(row: pd.Series) -> dict[str, Any]:
         "synthetic_report": bool(row["synthetic_report"]),
         "labels": [_label_value(float(row[label])) for label in CHEXPERT_LABELS],
     }
+    if regions is not None:
+        meta["regions"] = regions
+    return meta
 
 
-def encode_sample(row: pd.Series, image_dir: Path) -> dict[str, Any]:
+def localized_regions(paths: DatasetPaths) -> dict[str, list[dict[str, Any]]] | None:
+    """Image id → its placed annotations (localized stage), or None for a dataset that has no
+    annotations at all. A dataset with annotations whose localized stage has not run stops
+    here rather than writing shards that silently lack them."""
+    annotations_path = paths.stage_dir("ingest") / ANNOTATIONS_FILE
+    if not annotations_path.is_file() or read_parquet(annotations_path).empty:
+        return None
+    source = paths.stage_dir("localized") / "records.parquet"
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"{source} does not exist: {paths.name} has localized annotations; run "
+            f"`medvill-prep localized --dataset {paths.name}` before the shards stage."
+        )
+    table = read_parquet(source)
+    require_columns(table, LOCALIZED_COLUMNS, source)
+    regions: dict[str, list[dict[str, Any]]] = {}
+    for row in table.itertuples(index=False):
+        regions.setdefault(str(row.image_id), []).append(
+            {
+                "finding": str(row.finding),
+                "box": [float(row.x_min), float(row.y_min), float(row.x_max), float(row.y_max)],
+                "mask": str(row.mask_rle),
+            }
+        )
+    return regions
+
+
+def encode_sample(
+    row: pd.Series,
+    image_dir: Path,
+    regions: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """One WebDataset sample dict with bytes members only."""
     image_path = image_dir / str(row["image_file"])
     extension = image_path.suffix.lstrip(".").lower()
-    meta = json.dumps(sample_metadata(row), sort_keys=True, ensure_ascii=False)
+    own = None if regions is None else regions.get(str(row["image_id"]), [])
+    meta = json.dumps(sample_metadata(row, own), sort_keys=True, ensure_ascii=False)
     return {
         "__key__": str(row["key"]),
         extension: image_path.read_bytes(),
@@ -173,6 +213,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     ):
         run.reject(image_id, "duplicate_key", f"image {image_id}: sample key {key} already used")
     merged = merged[~repeated].reset_index(drop=True)
+    regions = localized_regions(paths)
 
     # built in a fresh folder and swapped in whole: an interrupted run never leaves a mix of
     # old and new shards (or an index that counts other tars) for a training job to read
@@ -186,7 +227,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         batches = [rows.iloc[i : i + per_shard] for i in range(0, len(rows), per_shard)]
         for number, batch in enumerate(track(batches, len(batches), f"shards {split}")):
             relative = f"{split}/{SHARD_PATTERN.format(index=number)}"
-            samples = [encode_sample(row, image_dir) for _, row in batch.iterrows()]
+            samples = [encode_sample(row, image_dir, regions) for _, row in batch.iterrows()]
             write_shard(samples, staging / relative)
             shards.append({"file": relative, "samples": len(samples)})
             shard_of_key.update(dict.fromkeys(batch["key"], relative))
@@ -202,4 +243,6 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     manifest["shard"] = manifest["key"].map(shard_of_key).astype("string")
     run.extra["shards"] = {s: len(index["splits"][s]["shards"]) for s in SPLITS}
     run.extra["samples"] = {s: index["splits"][s]["total"] for s in SPLITS}
+    if regions is not None:
+        run.extra["samples_with_regions"] = int(merged["image_id"].astype(str).isin(regions).sum())
     return run.finish(manifest)

@@ -57,3 +57,43 @@ def test_corpus_flows_through_every_stage(tmp_path) -> None:
     assert all(q["synthetic"] for q in train)
     index = json.loads((tmp_path / "data/shards/synthetic/index.json").read_text())
     assert index["total"] == frontal
+
+
+def test_shard_json_carries_the_drawn_regions(tmp_path) -> None:
+    """Each synthetic sample's json lists its localized annotations (box on the 512² image,
+    mask counts), ``[]`` for a study without findings; counts match the localized table."""
+    import tarfile
+
+    raw = tmp_path / "raw"
+    write_corpus(raw, CorpusConfig(n_images=30, seed=5, image_size=192), workers=1)
+    results = run_stages(
+        list(STAGES),
+        "synthetic",
+        raw=raw,
+        adapter="synthetic",
+        out=tmp_path / "data",
+        workers=1,
+        params_path=REPO / "params.yaml",
+    )
+    by_stage = {r["stage"]: r for r in results}
+    localized = pd.read_parquet(tmp_path / "data/interim/synthetic/localized/records.parquet")
+    shard_root = tmp_path / "data/shards/synthetic"
+    metas = {}
+    for tar_path in sorted(shard_root.rglob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(member).read())
+                    metas[meta["image_id"]] = meta
+    assert len(metas) == by_stage["shards"]["out"] > 0
+    assert all("regions" in meta for meta in metas.values())
+    expected = localized[localized["image_id"].isin(metas)]
+    assert sum(len(m["regions"]) for m in metas.values()) == len(expected) > 0
+    assert by_stage["shards"]["samples_with_regions"] == expected["image_id"].nunique()
+    row = expected.iloc[0]
+    first = metas[row["image_id"]]["regions"][0]
+    assert first == {
+        "finding": row["finding"],
+        "box": [row["x_min"], row["y_min"], row["x_max"], row["y_max"]],
+        "mask": row["mask_rle"],
+    }
