@@ -7,7 +7,6 @@ These datasets have images and regions but no reports: records carry an empty
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.datasets.common import extra_json
-from pipeline.rawfiles import RawInputError, read_csv_table, read_regular_file, resolve_under
+from pipeline.rawfiles import RawInputError, read_csv_table, resolve_under
 
 #: Reject code of an annotation row whose values the adapter cannot read.
 BAD_ANNOTATION = "bad_annotation"
@@ -64,11 +63,14 @@ def dicom_header(raw: Path, relative: str) -> dict[str, Any]:
     except ImportError:
         return {}
     try:
-        data = read_regular_file(resolve_under(raw, relative))
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (FileNotFoundError, RawInputError):
+        path = resolve_under(raw, relative)
+    except RawInputError:
         return {}
-    except Exception:  # pydicom raises many types on malformed headers
+    if not path.is_file():  # missing, a folder or a FIFO: the images stage says which
+        return {}
+    try:  # the header only: a release of 30,000 DICOMs is not read whole at ingest
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # OSError, and the many types pydicom raises on malformed headers
         return {}
     header: dict[str, Any] = {
         "view": str(ds.get("ViewPosition", "") or "").strip().upper(),

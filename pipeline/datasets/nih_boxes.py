@@ -61,6 +61,9 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
         by_image.setdefault(row["Image Index"].strip(), []).append((csv_line(index), row))
 
     result = AdapterResult()
+    # images the data entry table names are listed, boxed or not: only files no table names
+    # count as unlisted in the ingest stats
+    result.listed_paths = {f"{IMAGES}/{name}" for name in entries if name}
     for image_index in sorted(by_image):
         rows = by_image[image_index]
         image_id = Path(image_index).stem if image_index else ""

@@ -22,8 +22,9 @@ ENTRY_HEADER = (
 
 def _tree(raw: Path) -> Path:
     (raw / "images").mkdir(parents=True)
-    for name in ("00000924_000.png", "00002778_000.png"):
+    for name in ("00000924_000.png", "00002778_000.png", "00005618_000.png"):
         shutil.copyfile(NIH / name, raw / "images" / name)
+    shutil.copyfile(NIH / "00005618_000.png", raw / "images" / "stray.png")
     (raw / "BBox_List_2017.csv").write_text(
         BBOX_HEADER
         + "00000924_000.png,Atelectasis,225.08,547.01,86.77,79.18,,,\n"
@@ -58,6 +59,8 @@ def test_release_rows_become_records_boxes_and_rejects(tmp_path: Path) -> None:
     )
 
     out = prepare(tmp_path, "nih_boxes", raw)
+    # 00005618_000.png has no box but the data entry table names it; stray.png nothing does
+    assert out["ingest"]["stats"]["unlisted_examples"] == ["images/stray.png"]
     localized = out["localized"]
     assert codes(localized["rejects"]) == {
         "00002778_000#1": "bad_annotation",

@@ -16,6 +16,7 @@ from pipeline.localized.rle import decode_counts
 from pipeline.synthetic import CorpusConfig, write_corpus
 from pipeline.synthetic.regions import OBSERVATION
 
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[3]
 
 
