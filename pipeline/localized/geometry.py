@@ -173,8 +173,11 @@ def ellipse_to_output(box: tuple[float, float, float, float], geometry: Geometry
     ax0, ay0 = g.point(box[0], box[1])
     ax1, ay1 = g.point(box[2], box[3])
     cx, cy, rx, ry = (ax0 + ax1) / 2, (ay0 + ay1) / 2, (ax1 - ax0) / 2, (ay1 - ay0) / 2
-    ys, xs = np.mgrid[0 : g.output_size, 0 : g.output_size] + 0.5
-    inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
+    inside = np.zeros((g.output_size, g.output_size), dtype=bool)
+    rows = slice(max(int(ay0), 0), min(int(np.ceil(ay1)), g.output_size))
+    cols = slice(max(int(ax0), 0), min(int(np.ceil(ax1)), g.output_size))
+    ys, xs = np.mgrid[rows, cols] + 0.5  # only the pixels of the ellipse's box can be inside
+    inside[rows, cols] = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
     return _in_content(inside, g)
 
 
@@ -198,7 +201,8 @@ def fill_polygon(points: list[tuple[float, float]], size: int) -> np.ndarray:
     xs = np.array([p[0] for p in points], dtype=np.float64)
     ys = np.array([p[1] for p in points], dtype=np.float64)
     x0, y0, x1, y1 = xs, ys, np.roll(xs, -1), np.roll(ys, -1)
-    for row in range(size):
+    first_row, last_row = max(int(ys.min()), 0), min(int(np.ceil(ys.max())), size)
+    for row in range(first_row, last_row):
         centre = row + 0.5
         crossing = (y0 <= centre) != (y1 <= centre)
         if not crossing.any():
