@@ -93,3 +93,17 @@ def test_ellipse_and_polygon_are_filled_on_the_output_grid() -> None:
     assert triangle.sum() == sum(int(np.ceil(64 * (1 - (r + 0.5) / 32) - 0.5)) for r in range(32))
     with pytest.raises(AnnotationError, match="needs ≥ 3"):
         polygon_to_output([(0, 0), (5, 5)], GEOMETRY)
+
+
+def test_mask_threshold_decides_partly_covered_pixels() -> None:
+    """A source rectangle covering 2.5 output pixels of width: columns fully covered are on
+    at any threshold; the half-covered column only when the threshold is ≤ 0.5."""
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[50:70, 100:107] = True  # x 100–107 → output 32.0–34.8: two full columns, one at 0.8
+    mask[50:70, 120:126] = True  # x 120–126 → output 40.0–42.4: two full columns, one at 0.4
+    at_half = mask_to_output(mask, GEOMETRY, 0.5)
+    assert at_half[32:40].any(axis=0).nonzero()[0].tolist() == [32, 33, 34, 40, 41]
+    strict = mask_to_output(mask, GEOMETRY, 0.9)
+    assert strict[32:40].any(axis=0).nonzero()[0].tolist() == [32, 33, 40, 41]
+    loose = mask_to_output(mask, GEOMETRY, 0.3)
+    assert loose[32:40].any(axis=0).nonzero()[0].tolist() == [32, 33, 34, 40, 41, 42]

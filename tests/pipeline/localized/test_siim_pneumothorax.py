@@ -97,3 +97,17 @@ def test_a_known_mask_lands_on_its_pixels_of_the_output_image(tmp_path: Path) ->
     sx = image["content_width"] / (image["crop_right"] - image["crop_left"])
     expected_x0 = image["pad_left"] + (24 + 70 - image["crop_left"]) * sx
     assert abs(row.x_min - expected_x0) <= 1.0
+
+
+def test_a_dicom_symlinked_from_outside_the_root_is_rejected(tmp_path: Path) -> None:
+    outside = write_dicom(tmp_path / "elsewhere" / "x.dcm", demo_pixels(64), "PA", "p")
+    raw = tmp_path / "raw"
+    _dicom(raw, "2.1", demo_pixels(64), "p")
+    link = raw / "dicom-images-train" / "s" / "r" / "2.2.dcm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    (raw / "train-rle.csv").write_text(HEADER + "2.1,-1\n2.2,0 5\n")
+    out = prepare(tmp_path, "siim_pneumothorax", raw)
+    assert codes(out["ingest"]["rejects"]) == {"2.2": "path_outside_root"}
+    assert codes(out["localized"]["rejects"]) == {"2.2#0": "no_image"}
+    assert list(out["images"]["records"]["image_id"]) == ["2.1"]
