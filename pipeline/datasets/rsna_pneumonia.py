@@ -79,11 +79,9 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
             continue
         image_path = f"{IMAGES}/{patient_id}.dcm"
         header = dicom_header(raw, image_path)
+        positives = [(line, row) for line, row in rows if row["Target"].strip() != "0"]
         annotations = [
-            row_annotation(patient_id, n, line, row)
-            for n, (line, row) in enumerate(
-                (line, row) for line, row in rows if row["Target"].strip() != "0"
-            )
+            row_annotation(patient_id, n, line, row) for n, (line, row) in enumerate(positives)
         ]
         result.annotations.extend(annotations)
         result.records.append(

@@ -83,10 +83,16 @@ def test_a_known_mask_lands_on_its_pixels_of_the_output_image(tmp_path: Path) ->
     source_mask[16 + 50 : 16 + 80, 24 + 70 : 24 + 110] = True
     raw = tmp_path / "raw"
     _dicom(raw, "7.7", pixels, "p")
-    (raw / "train-rle.csv").write_text(HEADER + f"7.7,{encode_siim(source_mask)}\n")
+    edge = np.zeros(pixels.shape, dtype=bool)
+    edge[100:110, 0:40] = True  # 24 of its 40 columns lie in the black left margin
+    (raw / "train-rle.csv").write_text(
+        HEADER + f"7.7,{encode_siim(source_mask)}\n7.7,{encode_siim(edge)}\n"
+    )
     out = prepare(tmp_path, "siim_pneumothorax", raw)
 
-    (row,) = out["localized"]["records"].itertuples()
+    row, edge_row = out["localized"]["records"].itertuples()
+    assert not row.clipped and edge_row.clipped
+    assert edge_row.x_min == out["images"]["records"].iloc[0]["pad_left"]
     mask = decode_counts(row.mask_rle, 512, 512)
     assert mask.sum() == row.mask_pixels
     image = out["images"]["records"].iloc[0]
