@@ -1,8 +1,11 @@
 """The ingest stage: a dataset adapter turns a raw tree into one record per image.
 
-Adapters (one module per source: ``sample``, ``mimic_cxr``, ``openi``, ``synthetic``) only
-know their own layout. Checks that apply to every dataset live here: duplicate image ids,
-images that do not exist on disk, and the view filter. Each produces a reject row naming the file.
+Adapters (one module per source: ``sample``, ``mimic_cxr``, ``openi``, ``synthetic`` and the
+detection / segmentation datasets of ``LOCALIZED_ADAPTERS``) only know their own layout. Checks
+that apply to every dataset live here: duplicate image ids, images that do not exist on disk,
+and the view filter. Each produces a reject row naming the file. Boxes and masks an adapter
+found are written as they are to ``annotations.parquet`` (source pixels); the localized stage
+checks and places them.
 """
 
 from __future__ import annotations
