@@ -4,8 +4,10 @@ Reads ``ingest/annotations.parquet`` (written by the dataset's adapter), ``inges
 rejects, and the ``images`` stage's records (their geometry columns), and writes
 ``localized/records.parquet``: one row per annotation, box in output pixels and, for masks and
 drawn shapes, the mask as row-major run lengths on the ``output_size²`` image
-(docs/formats.md §9). The unit is the annotation: in = annotations, out + rejected = in.
-Datasets without annotations (the demo, MIMIC-CXR) get an empty table.
+(docs/formats.md §13), and ``annotations_montage.png`` (a DVC plot: the first annotated
+images with their boxes and masks drawn on them). The unit is the annotation: in =
+annotations, out + rejected = in. Datasets without annotations (the demo, MIMIC-CXR) get an
+empty table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.images import ImageSettings
 from pipeline.localized.annotations import ANNOTATION_COLUMNS, SHAPES
@@ -29,13 +32,15 @@ from pipeline.localized.geometry import (
     mask_to_output,
     polygon_to_output,
 )
+from pipeline.localized.montage import MONTAGE_IMAGES, AnnotatedImage, render_annotations
 from pipeline.localized.rle import RleError, decode_counts, decode_siim, encode_counts
 from pipeline.params import DatasetPaths
-from pipeline.records import read_parquet, require_columns
+from pipeline.records import atomic_write_bytes, read_parquet, require_columns
 from pipeline.stage import StageRun
 
 STAGE = "localized"
 ANNOTATIONS_FILE = "annotations.parquet"
+MONTAGE_FILE = "annotations_montage.png"
 #: The images stage's columns this stage needs.
 GEOMETRY_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -192,6 +197,8 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
             }
         )
     frame = localized_frame(rows)
+    montage = render_annotations(montage_items(frame, paths))
+    atomic_write_bytes(paths.stage_dir(STAGE) / MONTAGE_FILE, montage)
     run.extra.update(
         {
             "images_with_annotations": int(frame["image_id"].nunique()),
@@ -204,6 +211,29 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         }
     )
     return run.finish(frame)
+
+
+def montage_items(frame: pd.DataFrame, paths: DatasetPaths) -> list[AnnotatedImage]:
+    """The first ``MONTAGE_IMAGES`` annotated images by id, with their boxes and masks."""
+    items = []
+    for image_id in sorted(frame["image_id"].astype(str).unique())[:MONTAGE_IMAGES]:
+        rows = frame[frame["image_id"] == image_id]
+        first = rows.iloc[0]
+        with Image.open(paths.stage_dir("images") / str(first["image_file"])) as image:
+            pixels = np.asarray(image.convert("L"))
+        size = int(first["output_size"])
+        mask = None
+        for encoded in rows["mask_rle"]:
+            if encoded:
+                one = decode_counts(str(encoded), size, size)
+                mask = one if mask is None else mask | one
+        boxes = tuple(
+            (float(r.x_min), float(r.y_min), float(r.x_max), float(r.y_max))
+            for r in rows.itertuples()
+        )
+        label = f"{image_id}: {', '.join(sorted(set(rows['finding'].astype(str))))}"
+        items.append(AnnotatedImage(label, pixels, boxes, mask))
+    return items
 
 
 def localized_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

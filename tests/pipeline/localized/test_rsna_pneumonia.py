@@ -138,3 +138,12 @@ def test_a_known_box_lands_where_the_geometry_columns_say(tmp_path: Path) -> Non
     ring[: y0 - 12] = ring[y1 + 12 :] = False
     ring[:, : x0 - 12] = ring[:, x1 + 12 :] = False
     assert output[ring].mean() < 180  # and nothing bright just outside the box
+    # the montage (DVC plot) draws the box where the table says: 256² tile, 6 px gap, 16 px label
+    with Image.open(out["interim"] / "localized" / "annotations_montage.png") as montage:
+        sheet = np.asarray(montage.convert("RGB"))
+    assert sheet.shape == (6 + 16 + 256 + 6, 6 + 256 + 6, 3)
+    middle = round(6 + 16 + (got[1] + got[3]) / 4)
+    yellow = np.flatnonzero((sheet[middle] == (255, 210, 0)).all(axis=1))
+    assert (
+        abs(yellow.min() - (6 + got[0] / 2)) <= 1.5 and abs(yellow.max() - (6 + got[2] / 2)) <= 1.5
+    )
