@@ -38,7 +38,7 @@ STAGES: dict[str, str] = {
 VQA_ONLY_ADAPTER = "vqa_rad"
 #: Detection / segmentation datasets have no reports: only these stages apply to them.
 LOCALIZED_STAGES = ("ingest", "images", "localized")
-#: ``--adapter`` choices: the report adapters plus the VQA-RAD release.
+#: ``--adapter`` choices: the report and localized adapters plus the VQA-RAD release.
 Adapter = str_enum("Adapter", (*ADAPTERS, VQA_ONLY_ADAPTER))
 
 app = typer.Typer(
