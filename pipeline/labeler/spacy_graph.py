@@ -63,6 +63,28 @@ _VERSUS = frozenset({"versus", "vs", "vs."})
 _CLAUSAL_COMPLEMENTS = frozenset({"dobj", "ccomp", "xcomp", "acomp", "attr"})
 
 
+def _is_answer_no(
+    i: int, heads: list[int], labels: list[str], tags: list[str], lower: list[str]
+) -> bool:
+    """A reply "No," before a clause ("No, the effusion has resolved") is CoreNLP's ``discourse``.
+
+    It answers the clinical question; it does not negate the verb. Read as ``neg`` it would
+    veto the clause's own rules (the double-negative check on "resolved") and flip the label.
+    Only an interjection followed by a comma and attached to a verb qualifies: "No pneumothorax"
+    keeps its ``neg``.
+    """
+    head = heads[i]
+    return (
+        lower[i] == "no"
+        and tags[i] == "UH"
+        and labels[i] in ("intj", "discourse")
+        and i + 1 < len(lower)
+        and lower[i + 1] == ","
+        and head != -1
+        and tags[head].startswith(("VB", "MD"))
+    )
+
+
 def load_spacy(model: str = "en_core_web_sm") -> Any:
     """Load the spaCy model with NER off (unused, and ~15 % of the time).
 
@@ -209,7 +231,9 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     for i in range(n):
         if i in removed or heads[i] == -1:
             continue
-        if lemmas[i] == "no" and labels[i] in _NO_AS_NEG:
+        if _is_answer_no(i, heads, labels, tags, lower):
+            labels[i] = "discourse"
+        elif lemmas[i] == "no" and labels[i] in _NO_AS_NEG:
             labels[i] = "neg"
         elif labels[i] in _SIMPLE_LABELS:
             labels[i] = _SIMPLE_LABELS[labels[i]]

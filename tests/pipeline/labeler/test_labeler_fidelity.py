@@ -108,6 +108,11 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         # ... but a participle that is a clause of its own keeps its object
         ("Opacity suggesting pneumonia.", {"Lung Opacity": 1.0, "Pneumonia": 1.0}),
         ("The patient is developing pneumonia.", {"Pneumonia": 1.0}),
+        # a reply "No," before a clause answers the question; read as a negation of the verb
+        # it vetoed "X has resolved" (double negative) and left the finding positive
+        ("No, the pneumothorax has resolved.", {**NEGATIVE_NORMAL, "Pneumothorax": 0.0}),
+        ("No, there is no pleural effusion.", {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0}),
+        ("No pneumothorax.", {**NEGATIVE_NORMAL, "Pneumothorax": 0.0}),
     ],
 )
 def test_error_classes(spacy_labeler: Labeler, text: str, expected: dict[str, float]) -> None:
@@ -134,6 +139,8 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     )
     edges = _graph_edges(spacy_labeler, "question left pneumothorax.")
     assert {"dobj(question, pneumothorax)", "amod(pneumothorax, left)"} <= edges
+    edges = _graph_edges(spacy_labeler, "no, the pneumothorax has resolved.")
+    assert "discourse(resolved, no)" in edges and "neg(resolved, no)" not in edges
 
 
 def test_section_title_is_parsed_apart_and_keeps_offsets(spacy_labeler: Labeler) -> None:
