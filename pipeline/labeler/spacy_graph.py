@@ -184,6 +184,23 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
             labels[obj] = "nmod:out"
             heads[particle], labels[particle] = obj, "case"
 
+    # A preposition that is not a "prep" (a sentence root, a conjunct: "the lungs are clear,
+    # and without focal opacity") never heads its phrase in UD: its object takes its place and
+    # it becomes the object's case marker, so "without X" reads as it does everywhere else.
+    for q in range(n):
+        if q in removed or labels[q] in ("prep", "agent", "dative") or tags[q] != "IN":
+            continue
+        if lower[q] in _VERSUS:
+            continue
+        obj = next((k for k in kids(q) if labels[k] == "pobj"), None)
+        if obj is None:
+            continue
+        for k in kids(q):
+            if k != obj:
+                heads[k] = obj
+        heads[obj], labels[obj] = heads[q], labels[q]
+        heads[q], labels[q] = obj, "case"
+
     # Collapse prepositions: prep(H,P) + pobj(P,X) -> nmod:p(H,X) + case(X,P).
     for q in range(n):
         if q in removed or labels[q] not in ("prep", "agent", "dative"):
@@ -255,7 +272,8 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
             if governor != -1 and not graph.has_edge(f"T{governor}", f"T{c}"):
                 graph.add_edge(f"T{governor}", f"T{c}", labels[first])
             own_subject = any(labels[k] in ("nsubj", "nsubjpass") for k in kids(c))
-            if tags[c].startswith("V") and subjects and not own_subject:
+            # as CoreNLP, for verbs and adjectives: "X is stable and unremarkable"
+            if tags[c].startswith(("V", "JJ")) and subjects and not own_subject:
                 graph.add_edge(f"T{c}", f"T{subjects[0]}", labels[subjects[0]])
     return graph
 
@@ -523,11 +541,15 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
 
     spaCy chains them ("borderline" -> "heart" -> "size"); a modifier of a noun that is itself
     a pre-modifier (``compound``) of a later noun moves up to that later noun, so rules such
-    as "borderline heart size" (``size > borderline``) see the flat phrase.
+    as "borderline heart size" (``size > borderline``) see the flat phrase. A determiner moves
+    too: in "no XXXX focal consolidation" (an Open-I de-identified word) spaCy hangs "no" on
+    the unknown word, leaving the finding itself un-negated; PTB gives the phrase one
+    determiner, on its head.
     """
     n = len(heads)
     for i in range(n - 1, -1, -1):
-        if labels[i] not in ("compound", "amod", "nmod"):
+        is_determiner = labels[i] == "det" or (labels[i] == "neg" and tags[i] == "DT")
+        if labels[i] not in ("compound", "amod", "nmod") and not is_determiner:
             continue
         head = heads[i]
         while (

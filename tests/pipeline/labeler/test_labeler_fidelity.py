@@ -113,6 +113,21 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         ("No, the pneumothorax has resolved.", {**NEGATIVE_NORMAL, "Pneumothorax": 0.0}),
         ("No, there is no pleural effusion.", {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0}),
         ("No pneumothorax.", {**NEGATIVE_NORMAL, "Pneumothorax": 0.0}),
+        # one determiner per noun phrase: spaCy hung "no" on an unknown pre-modifier (Open-I's
+        # de-identification token XXXX), so the finding itself stayed positive
+        ("No XXXX focal airspace consolidation.", {**NEGATIVE_NORMAL, "Consolidation": 0.0}),
+        ("There are no XXXX acute consolidations.", {**NEGATIVE_NORMAL, "Consolidation": 0.0}),
+        # a preposition that is a conjunct or the root: its object heads the phrase, as in UD
+        (
+            "The lungs are expanded, and without focal opacity.",
+            {**NEGATIVE_NORMAL, "Lung Opacity": 0.0},
+        ),
+        ("Without evidence of a pleural effusion.", {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0}),
+        # conjoined adjective predicates share the subject (CCprocessed): "normal" reaches it
+        (
+            "The mediastinal silhouette is stable and unremarkable.",
+            {**NEGATIVE_NORMAL, "Enlarged Cardiomediastinum": 0.0},
+        ),
     ],
 )
 def test_error_classes(spacy_labeler: Labeler, text: str, expected: dict[str, float]) -> None:
@@ -141,6 +156,12 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     assert {"dobj(question, pneumothorax)", "amod(pneumothorax, left)"} <= edges
     edges = _graph_edges(spacy_labeler, "no, the pneumothorax has resolved.")
     assert "discourse(resolved, no)" in edges and "neg(resolved, no)" not in edges
+    edges = _graph_edges(spacy_labeler, "no xxxx focal airspace consolidation.")
+    assert "neg(consolidation, no)" in edges and "neg(xxxx, no)" not in edges
+    edges = _graph_edges(spacy_labeler, "the lungs are expanded, and without focal opacity.")
+    assert {"conj:and(expanded, opacity)", "case(opacity, without)"} <= edges
+    edges = _graph_edges(spacy_labeler, "the mediastinal silhouette is stable and unremarkable.")
+    assert {"nsubj(stable, silhouette)", "nsubj(unremarkable, silhouette)"} <= edges
 
 
 def test_section_title_is_parsed_apart_and_keeps_offsets(spacy_labeler: Labeler) -> None:
