@@ -26,9 +26,9 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
-    assert plus.negation[:77] == base.negation and len(plus.negation) == 86
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 87
     assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
-    assert len(plus.post_negation_uncertainty) == 71
+    assert len(plus.post_negation_uncertainty) == 72
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
@@ -76,6 +76,30 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Lung Opacity": 1.0, "Edema": 1.0},
             {"Lung Opacity": 1.0, "Edema": -1.0},
         ),
+        # "there may be X": a modal on the existential verb
+        (
+            "There may be a small left pleural effusion.",
+            {"Pleural Effusion": 1.0},
+            {"Pleural Effusion": -1.0},
+        ),
+        (
+            "There could be early pneumonia at the right base.",
+            {"Pneumonia": 1.0},
+            {"Pneumonia": -1.0},
+        ),
+        (
+            "There is a small left pleural effusion.",
+            {"Pleural Effusion": 1.0},
+            {"Pleural Effusion": 1.0},
+        ),
+        # "no longer": a finding that has gone
+        ("The pneumothorax is no longer visible.", {"Pneumothorax": 1.0}, {"Pneumothorax": 0.0}),
+        (
+            "There is no longer a pleural effusion.",
+            {"Pleural Effusion": 1.0},
+            {"Pleural Effusion": 0.0},
+        ),
+        ("The effusion is now larger.", {"Pleural Effusion": 1.0}, {"Pleural Effusion": 1.0}),
         # a current or changing infection stays positive
         ("Active infection in the right lower lobe.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
         ("Resolving pneumonia.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
