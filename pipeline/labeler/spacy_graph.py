@@ -125,6 +125,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
     _retag_nominal_verbs(heads, labels, tags)
     _repair_side_left(heads, labels, tags, lemmas, lower)
+    _repair_noun_with_object(heads, labels, tags)
     _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
     _repair_participle_modifiers(heads, labels, tags, lemmas)
@@ -359,6 +360,27 @@ def _retag_nominal_verbs(heads: list[int], labels: list[str], tags: list[str]) -
             continue
         if any(heads[k] == i and labels[k] in ("amod", "det") for k in range(n)):
             tags[i] = "NNS" if tags[i] == "VBZ" else "NN"
+
+
+def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """A noun takes no direct object: "no XXXX focal consolidation or effusion" came back with
+    the unknown word XXXX (Open-I's de-identification token, tagged NNP) as a verb-like head
+    whose objects are the findings, so "no" never reached them. BLLIP reads one flat noun
+    phrase; the object becomes the head and the noun its ``compound`` (which
+    :func:`_flatten_noun_phrases` then treats as any other pre-modifier). Only proper nouns:
+    a common noun with an object is a verb the tagger missed ("question left pneumothorax")."""
+    n = len(heads)
+    for i in range(n):
+        if tags[i] not in ("NNP", "NNPS"):
+            continue
+        obj = next((k for k in range(i + 1, n) if heads[k] == i and labels[k] == "dobj"), None)
+        if obj is None:
+            continue
+        for k in range(i + 1, n):
+            if heads[k] == i and k != obj:
+                heads[k] = obj
+        heads[obj], labels[obj] = heads[i], labels[i]
+        heads[i], labels[i] = obj, "compound"
 
 
 def _repair_split_subjects(heads: list[int], labels: list[str], tags: list[str]) -> None:

@@ -117,6 +117,11 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         # de-identification token XXXX), so the finding itself stayed positive
         ("No XXXX focal airspace consolidation.", {**NEGATIVE_NORMAL, "Consolidation": 0.0}),
         ("There are no XXXX acute consolidations.", {**NEGATIVE_NORMAL, "Consolidation": 0.0}),
+        # ... and an unknown proper noun never takes the findings as its objects
+        (
+            "No XXXX focal airspace consolidation or pleural effusion.",
+            {**NEGATIVE_NORMAL, "Consolidation": 0.0, "Pleural Effusion": 0.0},
+        ),
         # a preposition that is a conjunct or the root: its object heads the phrase, as in UD
         (
             "The lungs are expanded, and without focal opacity.",
@@ -158,6 +163,9 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     assert "discourse(resolved, no)" in edges and "neg(resolved, no)" not in edges
     edges = _graph_edges(spacy_labeler, "no xxxx focal airspace consolidation.")
     assert "neg(consolidation, no)" in edges and "neg(xxxx, no)" not in edges
+    edges = _graph_edges(spacy_labeler, "no xxxx focal airspace consolidation or pleural effusion.")
+    assert {"compound(consolidation, xxxx)", "conj:or(consolidation, effusion)"} <= edges
+    assert not any(e.startswith("dobj(xxxx") for e in edges)
     edges = _graph_edges(spacy_labeler, "the lungs are expanded, and without focal opacity.")
     assert {"conj:and(expanded, opacity)", "case(opacity, without)"} <= edges
     edges = _graph_edges(spacy_labeler, "the mediastinal silhouette is stable and unremarkable.")
