@@ -28,7 +28,7 @@ def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
     assert plus.negation[:77] == base.negation and len(plus.negation) == 87
     assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
-    assert len(plus.post_negation_uncertainty) == 72
+    assert len(plus.post_negation_uncertainty) == 74
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
@@ -100,6 +100,18 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Pleural Effusion": 0.0},
         ),
         ("The effusion is now larger.", {"Pleural Effusion": 1.0}, {"Pleural Effusion": 1.0}),
+        # a limited evaluation of a finding does not show it
+        (
+            "Limited assessment of heart size due to low lung volumes.",
+            {"Cardiomegaly": 1.0},
+            {"Cardiomegaly": -1.0},
+        ),
+        (
+            "Evaluation for pneumothorax is limited by overlying devices.",
+            {"Pneumothorax": 1.0, "Support Devices": 1.0},
+            {"Pneumothorax": -1.0, "Support Devices": 1.0},
+        ),
+        ("Heart size is within normal limits.", {"Cardiomegaly": 0.0}, {"Cardiomegaly": 0.0}),
         # a current or changing infection stays positive
         ("Active infection in the right lower lobe.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
         ("Resolving pneumonia.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
