@@ -126,6 +126,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     _retag_nominal_verbs(heads, labels, tags)
     _repair_side_left(heads, labels, tags, lemmas, lower)
     _repair_noun_with_object(heads, labels, tags)
+    _repair_predicate_taken_by_next_subject(heads, labels, tags, lemmas)
     _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
     _repair_participle_modifiers(heads, labels, tags, lemmas)
@@ -381,6 +382,45 @@ def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str
                 heads[k] = obj
         heads[obj], labels[obj] = heads[i], labels[i]
         heads[i], labels[i] = obj, "compound"
+
+
+def _repair_predicate_taken_by_next_subject(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
+) -> None:
+    """ "heart size is normal and mediastinal contours are normal" (or the run-on "heart size
+    is normal lungs are clear"): spaCy leaves the first "is" without a predicate and reads
+    "normal (and mediastinal)" as modifiers of the next clause's subject, so "heart size" is the
+    subject of a bare "is" and no "normal" rule reaches it. A copula cannot lack its predicate:
+    the adjective right after it is its ``acomp``; an adjective coordinated with it modifies the
+    next subject, and a coordinator between them joins the two clauses."""
+    n = len(heads)
+    for b in range(n - 1):
+        if lemmas[b] != "be" or labels[b] in ("aux", "auxpass"):
+            continue
+        children = [k for k in range(n) if heads[k] == b]
+        if not any(labels[k] in ("nsubj", "nsubjpass") for k in children) or any(
+            labels[k] in ("acomp", "attr", "prep", "dobj", "xcomp", "oprd") for k in children
+        ):
+            continue
+        adjective = b + 1
+        subject = heads[adjective]
+        if tags[adjective] != "JJ" or labels[adjective] != "amod" or subject <= adjective:
+            continue
+        clause = heads[subject]
+        if labels[subject] not in ("nsubj", "nsubjpass") or clause == -1 or heads[clause] != b:
+            continue
+        coordinator = None
+        for k in range(adjective + 1, subject):
+            if heads[k] != adjective:
+                continue
+            if labels[k] == "cc":
+                coordinator = k
+            elif labels[k] == "conj":
+                heads[k], labels[k] = subject, "amod"
+        heads[adjective], labels[adjective] = b, "acomp"
+        if coordinator is not None:
+            heads[coordinator] = b
+            labels[clause] = "conj"
 
 
 def _repair_split_subjects(heads: list[int], labels: list[str], tags: list[str]) -> None:

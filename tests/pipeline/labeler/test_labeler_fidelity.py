@@ -128,6 +128,16 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
             {**NEGATIVE_NORMAL, "Lung Opacity": 0.0},
         ),
         ("Without evidence of a pleural effusion.", {**NEGATIVE_NORMAL, "Pleural Effusion": 0.0}),
+        # a copula keeps its predicate: spaCy gave "normal" to the next clause's subject
+        (
+            "Heart size is normal and mediastinal contours are normal.",
+            {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0, "Enlarged Cardiomediastinum": 0.0},
+        ),
+        ("Heart size is normal lungs are clear.", {**NEGATIVE_NORMAL, "Cardiomegaly": 0.0}),
+        (
+            "The heart is enlarged and pleural effusions are present.",
+            {"Cardiomegaly": 1.0, "Pleural Effusion": 1.0},
+        ),
         # conjoined adjective predicates share the subject (CCprocessed): "normal" reaches it
         (
             "The mediastinal silhouette is stable and unremarkable.",
@@ -168,6 +178,8 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     assert not any(e.startswith("dobj(xxxx") for e in edges)
     edges = _graph_edges(spacy_labeler, "the lungs are expanded, and without focal opacity.")
     assert {"conj:and(expanded, opacity)", "case(opacity, without)"} <= edges
+    edges = _graph_edges(spacy_labeler, "heart size is normal and mediastinal contours are normal.")
+    assert {"nsubj(normal, size)", "cop(normal, is)", "amod(contours, mediastinal)"} <= edges
     edges = _graph_edges(spacy_labeler, "the mediastinal silhouette is stable and unremarkable.")
     assert {"nsubj(stable, silhouette)", "nsubj(unremarkable, silhouette)"} <= edges
 
