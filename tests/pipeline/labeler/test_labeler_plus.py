@@ -26,7 +26,7 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
-    assert plus.negation[:77] == base.negation and len(plus.negation) == 87
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 88
     assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
     assert len(plus.post_negation_uncertainty) == 74
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
@@ -112,6 +112,16 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Pneumothorax": -1.0, "Support Devices": 1.0},
         ),
         ("Heart size is within normal limits.", {"Cardiomegaly": 0.0}, {"Cardiomegaly": 0.0}),
+        # a plain negated verb of seeing (the original's own "not visualized / appreciated"
+        # uncertainty rules keep deciding those)
+        ("The nodule is not seen.", {"Lung Lesion": 1.0}, {"Lung Lesion": 0.0}),
+        ("A pneumothorax is not identified.", {"Pneumothorax": 1.0}, {"Pneumothorax": 0.0}),
+        (
+            "Pleural effusion is not appreciated.",
+            {"Pleural Effusion": -1.0},
+            {"Pleural Effusion": -1.0},
+        ),
+        ("The nodule is seen.", {"Lung Lesion": 1.0}, {"Lung Lesion": 1.0}),
         # a current or changing infection stays positive
         ("Active infection in the right lower lobe.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
         ("Resolving pneumonia.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
