@@ -62,7 +62,11 @@ def _value(node: ast.expr, constants: dict[str, str]) -> str | None:
 
 def emitted_codes() -> dict[str, str]:
     """code → one place (file:line) that emits it."""
-    files = [p for p in sorted((ROOT / "pipeline").rglob("*.py")) if "labeler" not in p.parts]
+    files = [
+        p
+        for p in sorted((ROOT / "pipeline").rglob("*.py"))
+        if "labeler" not in p.relative_to(ROOT).parts  # the checkout itself may be "labeler"
+    ]
     trees = [ast.parse(p.read_text(encoding="utf-8")) for p in files]
     constants = _module_constants(trees)
     found: dict[str, str] = {}
