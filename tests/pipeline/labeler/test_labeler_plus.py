@@ -26,7 +26,7 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
-    assert plus.negation[:77] == base.negation and len(plus.negation) == 88
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 90
     assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
     assert len(plus.post_negation_uncertainty) == 74
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
@@ -122,6 +122,14 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Pleural Effusion": -1.0},
         ),
         ("The nodule is seen.", {"Lung Lesion": 1.0}, {"Lung Lesion": 1.0}),
+        # the verb forms of "upper limits of normal" and "normal"
+        (
+            "Heart size remains at the upper limits of normal.",
+            {"Cardiomegaly": 1.0},
+            {"Cardiomegaly": 0.0},
+        ),
+        ("The heart size has become normal.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 0.0}),
+        ("The heart has become enlarged.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
         # a current or changing infection stays positive
         ("Active infection in the right lower lobe.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
         ("Resolving pneumonia.", {"Pneumonia": 1.0}, {"Pneumonia": 1.0}),
