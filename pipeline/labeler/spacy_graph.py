@@ -126,6 +126,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     _retag_nominal_verbs(heads, labels, tags)
     _repair_side_left(heads, labels, tags, lemmas, lower)
     _repair_noun_with_object(heads, labels, tags)
+    _repair_negated_phrase_read_as_clause(heads, labels, tags, lemmas)
     _repair_predicate_taken_by_next_subject(heads, labels, tags, lemmas)
     _repair_split_subjects(heads, labels, tags)
     _repair_infinitive_fragment(heads, labels, tags, lower)
@@ -382,6 +383,39 @@ def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str
                 heads[k] = obj
         heads[obj], labels[obj] = heads[i], labels[i]
         heads[i], labels[i] = obj, "compound"
+
+
+def _repair_negated_phrase_read_as_clause(
+    heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
+) -> None:
+    """ "no parenchymal infiltrates." / "no thoracic XXXX fractures.": a verbless negated noun
+    phrase that spaCy read as a clause, either with the plural noun as a verb ("infiltrates",
+    VBZ) whose subject carries the "no", or with a pre-modifier as a verb carrying "no" and
+    the noun as its object. A verb takes no determiner: the phrase is a noun phrase, as BLLIP
+    reads it, with the noun as its head; "no" then moves to it with the other pre-modifiers
+    (:func:`_flatten_noun_phrases`)."""
+    n = len(heads)
+
+    def has_no(i: int) -> bool:
+        return any(heads[k] == i and k < i and lemmas[k] == "no" for k in range(n))
+
+    for v in range(1, n):
+        if not tags[v].startswith("VB") or heads[v] != -1:
+            continue
+        children = [k for k in range(n) if heads[k] == v]
+        others = [k for k in children if labels[k] != "punct"]
+        if tags[v] == "VBZ" and others == [v - 1] and labels[v - 1] == "nsubj" and has_no(v - 1):
+            tags[v] = "NNS"
+            heads[v - 1], labels[v - 1] = v, "compound" if tags[v - 1].startswith("NN") else "amod"
+            continue
+        objects = [k for k in others if labels[k] == "dobj" and k > v]
+        if has_no(v) and len(objects) == 1 and others == [*[k for k in others if k < v], *objects]:
+            obj = objects[0]
+            for k in children:
+                if k != obj:
+                    heads[k] = obj
+            heads[obj], labels[obj] = -1, labels[v]
+            heads[v], labels[v], tags[v] = obj, "amod", "JJ"
 
 
 def _repair_predicate_taken_by_next_subject(

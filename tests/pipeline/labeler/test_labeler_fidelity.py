@@ -122,6 +122,11 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
             "No XXXX focal airspace consolidation or pleural effusion.",
             {**NEGATIVE_NORMAL, "Consolidation": 0.0, "Pleural Effusion": 0.0},
         ),
+        # a verbless negated noun phrase read as a clause ("infiltrates" as a verb, or a
+        # pre-modifier as a verb with the finding as its object)
+        ("No parenchymal infiltrates.", {**NEGATIVE_NORMAL, "Lung Opacity": 0.0}),
+        ("No thoracic XXXX fractures.", {**NEGATIVE_NORMAL, "Fracture": 0.0}),
+        ("The opacity infiltrates the lung.", {"Lung Opacity": 1.0}),
         # a preposition that is a conjunct or the root: its object heads the phrase, as in UD
         (
             "The lungs are expanded, and without focal opacity.",
@@ -176,6 +181,8 @@ def test_conversion_rebuilds_corenlp_structures(spacy_labeler: Labeler) -> None:
     edges = _graph_edges(spacy_labeler, "no xxxx focal airspace consolidation or pleural effusion.")
     assert {"compound(consolidation, xxxx)", "conj:or(consolidation, effusion)"} <= edges
     assert not any(e.startswith("dobj(xxxx") for e in edges)
+    edges = _graph_edges(spacy_labeler, "no parenchymal infiltrates.")
+    assert {"neg(infiltrates, no)", "compound(infiltrates, parenchymal)"} <= edges
     edges = _graph_edges(spacy_labeler, "the lungs are expanded, and without focal opacity.")
     assert {"conj:and(expanded, opacity)", "case(opacity, without)"} <= edges
     edges = _graph_edges(spacy_labeler, "heart size is normal and mediastinal contours are normal.")
