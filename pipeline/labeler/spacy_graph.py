@@ -61,6 +61,8 @@ _SIMPLE_LABELS = {
 _NO_AS_NEG = frozenset({"det", "neg", "advmod", "intj", "dep", "amod", "discourse"})
 _VERSUS = frozenset({"versus", "vs", "vs."})
 _CLAUSAL_COMPLEMENTS = frozenset({"dobj", "ccomp", "xcomp", "acomp", "attr"})
+#: spaCy labels of the words that may precede a noun inside its phrase.
+_PRE_MODIFIERS = frozenset({"det", "neg", "amod", "advmod", "compound", "nmod", "intj", "nummod"})
 
 
 def _is_answer_no(
@@ -397,25 +399,42 @@ def _repair_negated_phrase_read_as_clause(
     n = len(heads)
 
     def has_no(i: int) -> bool:
-        return any(heads[k] == i and k < i and lemmas[k] == "no" for k in range(n))
+        """ "no" before ``i`` hanging on it, and not a reply ("No, we see …")."""
+        return any(
+            heads[k] == i and k < i and lemmas[k] == "no" and lemmas[k + 1] != ","
+            for k in range(n - 1)
+        )
 
     for v in range(1, n):
-        if not tags[v].startswith("VB") or heads[v] != -1:
+        if heads[v] != -1:
             continue
         children = [k for k in range(n) if heads[k] == v]
         others = [k for k in children if labels[k] != "punct"]
-        if tags[v] == "VBZ" and others == [v - 1] and labels[v - 1] == "nsubj" and has_no(v - 1):
+        if (
+            tags[v] in ("VBZ", "NNS")
+            and others == [v - 1]
+            and labels[v - 1] == "nsubj"
+            and has_no(v - 1)
+        ):
             tags[v] = "NNS"
             heads[v - 1], labels[v - 1] = v, "compound" if tags[v - 1].startswith("NN") else "amod"
             continue
         objects = [k for k in others if labels[k] == "dobj" and k > v]
-        if has_no(v) and len(objects) == 1 and others == [*[k for k in others if k < v], *objects]:
+        before = [k for k in others if k < v]
+        if (
+            has_no(v)
+            and len(objects) == 1
+            and others == [*before, *objects]
+            and all(labels[k] in _PRE_MODIFIERS for k in before)
+        ):
             obj = objects[0]
             for k in children:
                 if k != obj:
                     heads[k] = obj
             heads[obj], labels[obj] = -1, labels[v]
-            heads[v], labels[v], tags[v] = obj, "amod", "JJ"
+            heads[v], labels[v] = obj, "amod"
+            if tags[v].startswith("VB") or tags[v] == "RB":
+                tags[v] = "JJ"
 
 
 def _repair_predicate_taken_by_next_subject(
@@ -647,10 +666,13 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
         is_determiner = labels[i] == "det" or (labels[i] == "neg" and tags[i] == "DT")
         if labels[i] not in ("compound", "amod", "nmod") and not is_determiner:
             continue
+        # a determiner climbs over any pre-modifier ("no XXXX focal consolidation" with XXXX an
+        # adverb), the other modifiers over nominal ones only
+        climbs = ("compound", "nmod", "amod", "advmod") if is_determiner else ("compound", "nmod")
         head = heads[i]
         while (
             head > i
-            and labels[head] in ("compound", "nmod")
+            and labels[head] in climbs
             and heads[head] > head
             and tags[heads[head]].startswith("NN")
         ):
