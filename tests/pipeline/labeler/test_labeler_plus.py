@@ -59,7 +59,7 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Enlarged Cardiomediastinum": 0.0},
         ),
         ("Clinical correlation for infection.", {"Pneumonia": 1.0}, {"Pneumonia": -1.0}),
-        ("Resolved interstitial edema.", {"Edema": 1.0}, {"Edema": 0.0}),
+        ("Resolved mild perihilar edema.", {"Edema": 1.0}, {"Edema": 0.0}),
         (
             "Calcified hilar nodes from healed granulomatous infection.",
             {"Pneumonia": 1.0},
