@@ -35,6 +35,10 @@ with no findings/impression, the last section's text after its first MIMIC parag
 (a line holding exactly one space) becomes ``last_paragraph``. A report without any header is
 one ``full report`` section.
 
+The chosen text is also split into sentences (:mod:`pipeline.sentences`; LoVT aligns image
+regions with them): the ``sentences_json`` column, a JSON list that the shards stage puts in
+each sample's ``json`` member as ``sentences``.
+
 MIMIC's per-study manual tables (``custom_indices``, ``custom_section_names``) are not applied:
 they only concern 54 MIMIC-CXR v2 studies and would have to be carried as data.
 """
@@ -54,6 +58,7 @@ import pandas as pd
 from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
 from pipeline.records import INGEST_COLUMNS, read_parquet, require_columns
+from pipeline.sentences import split_sentences
 from pipeline.stage import StageRun
 
 __all__ = [
@@ -92,6 +97,7 @@ SECTION_COLUMNS: tuple[str, ...] = (
     "chosen_text",
     "chosen_section",
     "sections_json",
+    "sentences_json",
 )
 
 DEFAULT_POLICY: Policy = "longest"
@@ -258,6 +264,8 @@ class ParsedReport:
     sections_json: str
     reject_code: str
     reject_cause: str
+    #: the chosen text's sentences (pipeline/sentences.py), a JSON list of strings
+    sentences_json: str = "[]"
 
 
 def normalize_newlines(text: str) -> str:
@@ -511,7 +519,9 @@ def parse_report(text: str, policy: str, fallback_full_report: bool) -> ParsedRe
         return ParsedReport(
             findings, impression, "", "", sections_json, "no_findings_impression", cause
         )
-    return ParsedReport(findings, impression, chosen, chosen_section, sections_json, "", "")
+    sentences = json.dumps(split_sentences(chosen), ensure_ascii=False)
+    return ParsedReport(findings, impression, chosen, chosen_section, sections_json, "", "",
+                        sentences_json=sentences)  # fmt: skip
 
 
 def _report_location(image_path: str, study_id: str, extra: Any) -> str:

@@ -68,6 +68,8 @@ def sample_metadata(row: pd.Series, regions: list[dict[str, Any]] | None = None)
         "section": str(row["chosen_section"]),
         "findings": str(row["findings"]),
         "impression": str(row["impression"]),
+        # the sections stage's split of the chosen text (``txt``), for sentence-level models
+        "sentences": json.loads(str(row["sentences_json"])),
         "synthetic_report": bool(row["synthetic_report"]),
         "labels": [_label_value(float(row[label])) for label in CHEXPERT_LABELS],
     }
@@ -186,7 +188,10 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     image_source = paths.stage_dir("images") / "records.parquet"
     records = read_parquet(split_source)
     images = read_parquet(image_source)
-    require_columns(records, ["image_id", "split", "chosen_text", *CHEXPERT_LABELS], split_source)
+    require_columns(
+        records, ["image_id", "split", "chosen_text", "sentences_json", *CHEXPERT_LABELS],
+        split_source,
+    )  # fmt: skip
     require_columns(images, ["image_id", "image_file"], image_source)
 
     run = StageRun("shards", paths.name, paths.stage_dir("shards"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from pipeline.params import DatasetPaths
 from pipeline.records import CHEXPERT_LABELS, INGEST_COLUMNS
+from pipeline.sentences import split_sentences
 
 
 def dataset_paths(tmp_path: Path, name: str = "toy") -> DatasetPaths:
@@ -45,6 +47,9 @@ def labelled_records(rows: list[dict]) -> pd.DataFrame:
             "impression": row.get("text", "No acute process."),
             "chosen_text": row.get("text", "No acute process."),
             "chosen_section": "impression",
+            "sentences_json": json.dumps(
+                split_sentences(row.get("text", "No acute process.")), ensure_ascii=False
+            ),
         }
         for label in CHEXPERT_LABELS:
             record[label] = 1.0 if label in positives else math.nan

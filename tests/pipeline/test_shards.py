@@ -112,6 +112,18 @@ def test_shards_hold_every_sample_with_exact_members(tmp_path: Path) -> None:
     assert meta["labels"][CHEXPERT_LABELS.index("Cardiomegaly")] is None
     second = json.loads(samples[1]["json"])
     assert second["labels"][CHEXPERT_LABELS.index("Cardiomegaly")] == 1.0
+    # the sections stage's sentences of the chosen text travel with the sample
+    assert meta["sentences"] == ["Report number 0.", "Heart size is normal."]
+
+
+def test_records_without_sentences_are_refused_by_name(tmp_path: Path) -> None:
+    """A split table built before the sections stage split sentences names the missing column
+    and the file, instead of writing samples without them."""
+    paths, records = _prepare(tmp_path)
+    write_parquet(records.drop(columns=["sentences_json"]),
+                  paths.stage_dir("split") / "records.parquet")  # fmt: skip
+    with pytest.raises(ValueError, match=r"split/records.parquet: missing column.*sentences_json"):
+        run_stage(paths, {"shards": {"samples_per_shard": 2}}, workers=1)
 
 
 def test_rerun_is_byte_identical(tmp_path: Path) -> None:
