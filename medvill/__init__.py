@@ -6,6 +6,7 @@ Importing it registers the model with transformers' Auto classes (``AutoConfig``
 model does: ``import medvill; AutoModel.from_pretrained("models/sample/pretrain/final")``.
 """
 
+import medvill.contrastive.model  # registers "medvill_contrastive" with the Auto classes too
 import medvill.model.medvill  # noqa: F401 - registers "medvill" with the transformers Auto classes
 
 __all__ = ["__version__"]

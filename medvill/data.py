@@ -550,6 +550,10 @@ class PretrainShards(IterableDataset):
                 counters["unpaired"],
                 counters["failed"],
             )
+        for name in sorted(set(counters) - {"unpaired", "failed"}):  # a subclass's own counts
+            if counters[name]:
+                log.info("rank %d worker %d epoch %d: %s: %d samples", self.rank, logical,
+                         self.epoch, name, counters[name])  # fmt: skip
 
     def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
         s = self.settings

@@ -33,6 +33,11 @@ _KINDS: dict[str, tuple[str, str]] = {
         "image-report matching",
         "feature-extraction",
     ),
+    "contrastive_pretraining": (
+        "Dual image and report encoders pretrained contrastively on image-report pairs "
+        "(ConVIRT, CLIP or LoVT objective; see config.json's objective)",
+        "feature-extraction",
+    ),
     "classification": (
         "MedViLL fine-tuned for multi-label diagnosis classification of the 14 CheXpert "
         "observations from an image-report pair",

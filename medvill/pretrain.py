@@ -72,7 +72,8 @@ class TrainSettings:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear (warmup + linear decay) | constant (the released code)
+    # linear (warmup + linear decay) | constant (MedViLL's released code) | cosine (LoVT)
+    schedule: str = "linear"
     max_grad_norm: float = 1.0
     precision: str = (
         "auto"  # auto (bf16 on CUDA if supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
@@ -186,17 +187,20 @@ def init_distributed(timeout_s: int = 1800) -> Dist:
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warmup then linear decay to 0 (or constant after warmup)."""
+    """Linear warmup, then linear decay to 0, constant, or cosine annealing to 0 (LoVT)."""
 
     def factor(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
+        if schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
         return max(0.0, (total - step) / max(1, total - warmup))
 
-    if schedule not in ("linear", "constant"):
-        raise ValueError("schedule must be 'linear' or 'constant'")
+    if schedule not in ("linear", "constant", "cosine"):
+        raise ValueError("schedule must be 'linear', 'constant' or 'cosine'")
     return factor
 
 

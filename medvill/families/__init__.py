@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from medvill.families.base import PretrainFamily
 
 #: Registered names, in the order the CLI and the summary list them.
-FAMILY_NAMES: tuple[str, ...] = ("medvill",)
+FAMILY_NAMES: tuple[str, ...] = ("medvill", "convirt", "clip", "lovt")
 
 #: name → "module:class" (imported on first use)
 _FAMILIES: dict[str, str] = {
     "medvill": "medvill.families.medvill_family:MedViLLFamily",
+    "convirt": "medvill.families.contrastive:ConVIRTFamily",
+    "clip": "medvill.families.contrastive:CLIPFamily",
+    "lovt": "medvill.families.contrastive:LoVTFamily",
 }
 
 

@@ -1,0 +1,1 @@
+"""Dual-encoder contrastive pretraining (ConVIRT, CLIP, LoVT): config, losses, model, data."""
