@@ -1,0 +1,132 @@
+"""The contrastive families through the shared trainer: exact resume, their metrics columns,
+their checkpoints, and the params.yaml profiles."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from medvill.checkpoint import latest_checkpoint, load_trainer_state
+from medvill.config import profile_section
+from medvill.contrastive.config import ContrastiveConfig
+from medvill.families import get_family
+from medvill.pretrain import Paths, TrainSettings, pretrain
+
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def tiny_profile(**train) -> dict:
+    settings = {
+        "seed": 5, "epochs": 2, "global_batch_size": 4, "max_micro_batch_size": 2, "lr": 1e-3,
+        "num_workers": 0, "shuffle_buffer": 8, "save_every_steps": 2, "log_every_steps": 1,
+        "text_weights": "", "imagenet": False, "tensorboard": False, "schedule": "cosine",
+        "warmup_ratio": 0.2,
+    }  # fmt: skip
+    settings.update(train)
+    model = {
+        "backbone": "resnet18", "image_size": 64, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 40,
+        "max_text_tokens": 24, "max_sentences": 4, "projection_dim": 16,
+        "projection_hidden": 32, "pooling_heads": 2,
+    }  # fmt: skip
+    return {"model": model, "train": settings}
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def paths_for(tiny_data: dict, out: Path) -> Paths:
+    return Paths(tiny_data["index"], None, tiny_data["tokenizer_dir"], out)
+
+
+@pytest.mark.slow
+def test_lovt_resumes_after_a_crash_with_identical_losses(tiny_data, tmp_path) -> None:
+    """Accumulation 2 over micro-batches of 2 (the contrastive batch), dropout on: crash at
+    step 5 (checkpoint at 4), resume, and losses and weights equal the uninterrupted run's."""
+    profile = tiny_profile(save_every_steps=4)
+    straight = tmp_path / "straight"
+    summary = pretrain(profile, paths_for(tiny_data, straight), show_progress=False, model="lovt")
+    assert summary["steps"] == 6
+    header = list(rows(straight)[0])
+    assert header == ["step", "epoch", "loss", "image_to_report_loss", "report_to_image_loss",
+                      "local_image_loss", "local_report_loss", "lr", "samples_per_s",
+                      "elapsed_s"]  # fmt: skip
+    for row in rows(straight):  # the logged loss is the papers' weighting of the parts
+        parts = {k: float(v) for k, v in row.items()}
+        weighted = (0.75 * parts["image_to_report_loss"] + 0.25 * parts["report_to_image_loss"]
+                    + 0.375 * (parts["local_image_loss"] + parts["local_report_loss"]))  # fmt: skip
+        assert parts["loss"] == pytest.approx(weighted, rel=1e-5)
+    assert {"final_local_image_loss", "final_image_to_report_loss"} <= set(summary)
+    card = (straight / "final" / "README.md").read_text()
+    assert "pretrained contrastively" in card
+
+    crashed = tmp_path / "crashed"
+
+    def crash(step: int, row: dict) -> None:
+        if step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        pretrain(profile, paths_for(tiny_data, crashed), on_step=crash, show_progress=False,
+                 model="lovt")  # fmt: skip
+    checkpoint = latest_checkpoint(crashed / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "step-00000004"
+    assert load_trainer_state(checkpoint)["batch_plan"]["accumulation"] == 2
+    pretrain(profile, paths_for(tiny_data, crashed), resume=True, show_progress=False,
+             model="lovt")  # fmt: skip
+    assert [float(r["loss"]) for r in rows(crashed)] == pytest.approx(
+        [float(r["loss"]) for r in rows(straight)], rel=1e-6, abs=1e-7
+    )
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(crashed / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.slow
+def test_clip_learns_its_temperature_and_convirt_keeps_its_own(tiny_data, tmp_path) -> None:
+    for name, learns in (("clip", True), ("convirt", False)):
+        out = tmp_path / name
+        profile = tiny_profile(epochs=1, max_steps=2, save_every_steps=1000)
+        pretrain(profile, paths_for(tiny_data, out), show_progress=False,
+                 model=name)  # fmt: skip
+        weights = load_file(out / "final" / "model.safetensors")
+        if learns:
+            scale = weights["log_logit_scale"].item()
+            assert scale != pytest.approx(torch.log(torch.tensor(1 / 0.07)).item(), abs=1e-6)
+        else:
+            assert "log_logit_scale" not in weights
+        header = list(rows(out)[0])
+        assert header[2:5] == ["loss", "image_to_report_loss", "report_to_image_loss"]
+
+
+def test_mask_option_is_refused_for_contrastive_families(tiny_data, tmp_path) -> None:
+    with pytest.raises(ValueError, match="--mask applies to medvill only, not to clip"):
+        pretrain(tiny_profile(), paths_for(tiny_data, tmp_path / "x"), mask_type="bi",
+                 show_progress=False, model="clip")  # fmt: skip
+
+
+def test_every_family_profile_in_params_builds_its_config(tiny_data) -> None:
+    params = yaml.safe_load(PARAMS.read_text())
+    for name in ("convirt", "clip", "lovt"):
+        for profile in ("paper", "demo"):
+            section = profile_section(params, profile, name)
+            TrainSettings.from_dict(section["train"])
+            config = get_family(name).build_config(section, tiny_data["tokenizer"], {})
+            assert isinstance(config, ContrastiveConfig) and config.objective == name
+        paper = profile_section(params, "paper", name)["train"]
+        assert paper["require_pretrained"] is True and paper["max_micro_batch_size"] == 32
+    with pytest.raises(
+        KeyError, match=r"pretrain.families.lovt.profiles defines \['demo', 'paper'\]"
+    ):
+        profile_section(params, "learn", "lovt")
