@@ -207,6 +207,45 @@ def evaluate(
                           indent=2, sort_keys=True))  # fmt: skip
 
 
+@app.command("evaluate-zoo")
+def evaluate_zoo(
+    dataset: DatasetOpt,
+    model: Annotated[
+        Family,  # type: ignore[valid-type]
+        typer.Option("--model", "-m", help="Contrastive family to evaluate (convirt, clip, lovt)."),
+    ],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Pretraining model (default models/<dataset>/pretrain-<model>/final).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default reports/<dataset>/zoo-<model>)."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Zero-shot image-report retrieval (the 100-candidate blocks) and a linear probe of the
+    frozen image encoder (14 CheXpert labels, AUROC) for a contrastive family, with the tasks'
+    bootstrap; writes metrics.json and predictions.json. MedViLL itself is evaluated by
+    `medvill evaluate <task>`; `medvill summary` puts all families in one table."""
+    from medvill.contrastive.evaluate import evaluate as run
+    from medvill.tasks.common import EvalSettings, TaskPaths
+
+    family = str(getattr(model, "value", model))
+    with user_errors(*USER_ERRORS):
+        if family == "medvill":
+            raise ValueError("medvill is evaluated per task: `medvill evaluate <task>`")
+        settings = EvalSettings.from_params(load_params(root / params))
+        doc = run(family, TaskPaths(root, dataset), settings, checkpoint, out)
+    typer.echo(json.dumps({"metrics": doc["metrics"],
+                           "inference_ms_per_sample": doc["inference_ms_per_sample"]},
+                          indent=2, sort_keys=True))  # fmt: skip
+
+
 @app.command()
 def compare(
     task: TaskArg,

@@ -214,7 +214,69 @@ def summary_markdown(root: Path) -> str:
             f"(MIMIC-CXR, RTX-3090): {paper_ms}.",
             "",
         ]
+    lines += families_markdown(root)
     return "\n".join(lines) + "\n"
+
+
+#: The one-table comparison of the model families: (column, MedViLL's task and metric, the
+#: contrastive families' metric in reports/<dataset>/zoo-<model>/metrics.json).
+FAMILY_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("classification micro-AUROC", "classification", "micro_auroc", "probe/micro_auroc"),
+    ("classification macro-AUROC", "classification", "macro_auroc", "probe/macro_auroc"),
+    ("I2R MRR", "retrieval", "i2r/mrr", "zeroshot/i2r/mrr"),
+    ("I2R Hit@5", "retrieval", "i2r/hit@5", "zeroshot/i2r/hit@5"),
+    ("R2I MRR", "retrieval", "r2i/mrr", "zeroshot/r2i/mrr"),
+    ("R2I Hit@5", "retrieval", "r2i/hit@5", "zeroshot/r2i/hit@5"),
+)
+
+
+def _cell(doc: dict[str, Any] | None, name: str) -> str:
+    stats = (doc or {}).get("bootstrap", {}).get("metrics", {}).get(name)
+    if stats is None:
+        return "–"
+    return f"{_fmt(stats['value'])} [{_fmt(stats['ci_low'])}, {_fmt(stats['ci_high'])}]"
+
+
+def families_markdown(root: Path) -> list[str]:
+    """The "Model families" section: one row per dataset × family on the same test blocks
+    and split. MedViLL: its fine-tuned classification and retrieval tasks; ConVIRT, CLIP,
+    LoVT: a linear probe of the frozen image encoder and zero-shot retrieval
+    (``medvill evaluate-zoo``)."""
+    from medvill.families import FAMILY_NAMES
+
+    reports = Path(root) / "reports"
+    rows: list[list[str]] = []
+    for folder in sorted(p for p in reports.glob("*") if p.is_dir()):
+        docs = {
+            task: json.loads((folder / task / "metrics.json").read_text(encoding="utf-8"))
+            for task in ("classification", "retrieval")
+            if (folder / task / "metrics.json").is_file()
+        }
+        if docs:
+            cells = [_cell(docs.get(task), name) for _, task, name, _ in FAMILY_COLUMNS]
+            rows.append([folder.name, "medvill (fine-tuned)", *cells])
+        for family in FAMILY_NAMES[1:]:
+            path = folder / f"zoo-{family}" / "metrics.json"
+            if path.is_file():
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                cells = [_cell(doc, name) for *_, name in FAMILY_COLUMNS]
+                rows.append([folder.name, f"{family} (probe, zero-shot)", *cells])
+    lines = ["## Model families", ""]
+    if not rows:
+        return [*lines, "No evaluation yet: `medvill evaluate-zoo --model <family>`.", ""]
+    header = ["dataset", "model (how)", *(c[0] for c in FAMILY_COLUMNS)]
+    lines += [
+        "Value on the full split [95 % bootstrap interval]. MedViLL: its fine-tuned "
+        "classification and retrieval heads (tables above); ConVIRT, CLIP, LoVT: a linear "
+        "probe of the frozen image encoder (one logistic regression per label, trained on the "
+        "train split) and zero-shot retrieval by embedding similarity, on the same test images "
+        "and 100-candidate blocks.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
 
 
 def write_summary(root: Path) -> Path:
