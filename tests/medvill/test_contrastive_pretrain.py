@@ -119,14 +119,13 @@ def test_mask_option_is_refused_for_contrastive_families(tiny_data, tmp_path) ->
 def test_every_family_profile_in_params_builds_its_config(tiny_data) -> None:
     params = yaml.safe_load(PARAMS.read_text())
     for name in ("convirt", "clip", "lovt"):
-        for profile in ("paper", "demo"):
+        for profile in ("paper", "demo", "learn"):
             section = profile_section(params, profile, name)
             TrainSettings.from_dict(section["train"])
             config = get_family(name).build_config(section, tiny_data["tokenizer"], {})
             assert isinstance(config, ContrastiveConfig) and config.objective == name
         paper = profile_section(params, "paper", name)["train"]
         assert paper["require_pretrained"] is True and paper["max_micro_batch_size"] == 32
-    with pytest.raises(
-        KeyError, match=r"pretrain.families.lovt.profiles defines \['demo', 'paper'\]"
-    ):
-        profile_section(params, "learn", "lovt")
+    known = r"\['demo', 'learn', 'paper'\]"
+    with pytest.raises(KeyError, match=rf"pretrain.families.lovt.profiles defines {known}"):
+        profile_section(params, "huge", "lovt")
