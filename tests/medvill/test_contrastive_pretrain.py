@@ -129,3 +129,14 @@ def test_every_family_profile_in_params_builds_its_config(tiny_data) -> None:
     known = r"\['demo', 'learn', 'paper'\]"
     with pytest.raises(KeyError, match=rf"pretrain.families.lovt.profiles defines {known}"):
         profile_section(params, "huge", "lovt")
+
+
+def test_paper_style_profile_refuses_missing_weights_unless_allowed(tiny_data, tmp_path) -> None:
+    """require_pretrained with a text encoder folder that does not exist: the run stops before
+    its first step and names what is missing, as MedViLL's does."""
+    missing = str(tmp_path / "no-such-bert")
+    profile = tiny_profile(text_weights=missing, require_pretrained=True, max_steps=1)
+    out = tmp_path / "refused"
+    with pytest.raises(FileNotFoundError, match=r"no-such-bert.*--allow-random-init"):
+        pretrain(profile, paths_for(tiny_data, out), show_progress=False, model="convirt")
+    assert not (out / "metrics.csv").exists()
