@@ -97,7 +97,9 @@ def test_clip_temperature_is_a_parameter_from_0_07() -> None:
     model = ContrastiveModel(tiny_config("clip"))
     assert model.log_logit_scale is not None and model.log_logit_scale.requires_grad
     assert float(model.temperature().detach()) == pytest.approx(0.07, rel=1e-5)
-    assert ContrastiveModel(tiny_config("convirt")).temperature() == 0.1
+    for fixed in ("convirt", "lovt"):
+        model = ContrastiveModel(tiny_config(fixed))
+        assert model.temperature() == 0.1 and model.log_logit_scale is None
 
 
 def test_config_refuses_bad_values() -> None:
