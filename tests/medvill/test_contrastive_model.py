@@ -179,3 +179,21 @@ def test_convirt_reads_one_seeded_sentence(tiny_data) -> None:
             chosen = tokenizer.decode(batch["text_ids"][row][batch["sentence_index"][row] == 0])
             options = [s.replace(" ", "") for s in split_sentences(texts[key])]
             assert chosen.replace(" ", "") in options
+
+
+def test_lovt_forward_under_bf16_autocast_matches_fp32() -> None:
+    """The precision policy's bf16 autocast (GPUs; here on the CPU): masks, pooling, the
+    BatchNorm projection of valid sentences only and the losses run in mixed precision, and
+    the loss stays within bf16 rounding of the fp32 one."""
+    torch.manual_seed(3)
+    model = ContrastiveModel(tiny_config("lovt")).eval()
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(**batch)
+    assert mixed.image_embeds.dtype == torch.bfloat16  # autocast really ran the heads in bf16
+    assert torch.isfinite(mixed.per_sample).all()
+    assert mixed.loss.float().item() == pytest.approx(reference.loss.item(), rel=3e-2)
+    for name, value in reference.losses.items():
+        assert torch.allclose(mixed.losses[name].float(), value, rtol=5e-2, atol=5e-2), name
