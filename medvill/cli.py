@@ -125,6 +125,8 @@ def pretrain(
 
     family = str(getattr(model, "value", model))
     with user_errors(*USER_ERRORS):
+        if mask is not None and family != "medvill":
+            raise ValueError(f"--mask applies to medvill only, not to {family}")
         values = load_params(root / params)
         section = profile_section(values, _profile(values, "pretrain", profile), family)
         mask_type = None if mask is None else str(mask.value)

@@ -33,3 +33,24 @@ def test_medvill_row_turns_summed_stats_into_global_batch_metrics() -> None:
     assert row == pytest.approx(
         {"loss": 2.1, "mlm_loss": 1.5, "irm_loss": 0.6, "irm_accuracy": 0.75}
     )
+
+
+def test_cli_lists_the_families_and_refuses_what_does_not_apply(tmp_path) -> None:
+    """--model lists every registered family; --mask with another family and evaluate-zoo of
+    medvill are user errors (exit 2, an error line), before any work."""
+    from typer.testing import CliRunner
+
+    from medvill.cli import app
+
+    runner = CliRunner()
+    wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    help_text = "".join(runner.invoke(app, ["pretrain", "--help"], env=wide).output.split())
+    assert "<medvill|convirt|clip|lovt>" in help_text
+    mask = runner.invoke(app, ["pretrain", "-d", "x", "--model", "lovt", "--mask", "bi",
+                               "--root", str(tmp_path)])  # fmt: skip
+    assert mask.exit_code == 2 and "--mask applies to medvill only, not to lovt" in mask.output
+    zoo = runner.invoke(app, ["evaluate-zoo", "-d", "x", "--model", "medvill",
+                              "--root", str(tmp_path)])  # fmt: skip
+    assert zoo.exit_code == 2 and "medvill is evaluated per task" in zoo.output
+    typo = runner.invoke(app, ["pretrain", "-d", "x", "--model", "blip"])
+    assert typo.exit_code == 2 and "'blip' is not one of" in typo.output
