@@ -338,7 +338,10 @@ def _read_rows(path: Path, upto: int) -> list[dict[str, float]]:
     if upto == 0 or not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(handle)]
+        rows = [
+            {k: int(float(v)) if k in ("step", "epoch") else float(v) for k, v in r.items()}
+            for r in csv.DictReader(handle)
+        ]
     return [r for r in rows if r["step"] <= upto]
 
 
