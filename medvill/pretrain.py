@@ -43,7 +43,7 @@ from medvill.config import MedViLLConfig, config_from_profile
 from medvill.data import make_loader, read_index
 from medvill.device import PrecisionPolicy, default_device, policy_for
 from medvill.families import get_family
-from medvill.families.base import DataContext, PretrainFamily
+from medvill.families.base import RESNET_WEIGHTS_HINT, DataContext, PretrainFamily
 from medvill.model.encoder import ATTENTION_BACKENDS
 from medvill.modelcard import CardFacts, bert_hub_id, checkpoint_facts, write_model_card
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
@@ -89,6 +89,10 @@ class TrainSettings:
     max_steps: int = 0  # 0 = run all epochs
     text_weights: str = "bert-base-uncased"  # local dir or hub id; "" = random init
     imagenet: bool = True  # torchvision ImageNet weights for the backbone when obtainable
+    # X-VL (--model xvl): a local ViT-S/16 self-supervised ImageNet checkpoint file (iBOT /
+    # DINO, .pth or .safetensors) and the key its weights sit under ("" tries the usual ones).
+    vit_weights: str = ""
+    vit_checkpoint_key: str = ""
     tensorboard: bool = True
     # Refuse to start from random weights when text_weights / imagenet cannot be loaded (the
     # paper profile: a random-init "paper" run wastes GPU days); --allow-random-init overrides.
@@ -356,7 +360,7 @@ def _run(
         model = family.new_model(config)
         origin = family.load_public_weights(model, settings.text_weights, settings.imagenet)
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
-        check_initialisation(origin, settings, allow_random_init)
+        check_initialisation(origin, settings, allow_random_init, family.visual_weights_hint)
         state = None
     card = checkpoint_facts(family.card_kind, model, paths.index, asdict(settings),
                             initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
@@ -420,8 +424,9 @@ def _run(
     wrapped: Any = model
     if ddp.world > 1:
         wrapped = DistributedDataParallel(
-            model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None
-        )
+            model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None,
+            broadcast_buffers=family.broadcast_buffers,
+        )  # fmt: skip
     if settings.compile:
         wrapped = torch.compile(wrapped)
 
@@ -572,7 +577,10 @@ def check_resume_plan(
 
 
 def check_initialisation(
-    origin: dict[str, str], settings: TrainSettings, allow_random_init: bool
+    origin: dict[str, str],
+    settings: TrainSettings,
+    allow_random_init: bool,
+    visual_hint: str = RESNET_WEIGHTS_HINT,
 ) -> None:
     """Refuse a ``require_pretrained`` run whose configured weights could not be loaded."""
     if not settings.require_pretrained or allow_random_init:
@@ -584,9 +592,7 @@ def check_initialisation(
             "Face cache or give train.text_weights a local directory)"
         )
     if settings.imagenet and origin["visual"] != "imagenet":
-        missing.append(
-            "ImageNet weights for the ResNet (torchvision's file in $TORCH_HOME/hub/checkpoints)"
-        )
+        missing.append(visual_hint)
     if missing:  # FileNotFoundError: the CLI reports it as a user error, without a traceback
         raise FileNotFoundError(
             "this profile starts from pretrained weights, but these could not be loaded: "

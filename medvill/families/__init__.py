@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from medvill.families.base import PretrainFamily
 
 #: Registered names, in the order the CLI and the summary list them.
-FAMILY_NAMES: tuple[str, ...] = ("medvill", "convirt", "clip", "lovt")
+FAMILY_NAMES: tuple[str, ...] = ("medvill", "convirt", "clip", "lovt", "xvl")
 
 #: name → "module:class" (imported on first use)
 _FAMILIES: dict[str, str] = {
@@ -23,6 +23,7 @@ _FAMILIES: dict[str, str] = {
     "convirt": "medvill.families.contrastive:ConVIRTFamily",
     "clip": "medvill.families.contrastive:CLIPFamily",
     "lovt": "medvill.families.contrastive:LoVTFamily",
+    "xvl": "medvill.families.xvl_family:XVLFamily",
 }
 
 

@@ -22,6 +22,11 @@ from typing import Any, ClassVar
 
 import torch
 
+#: The image weights MedViLL's ResNet starts from, as a refusal message names them.
+RESNET_WEIGHTS_HINT = (
+    "ImageNet weights for the ResNet (torchvision's file in $TORCH_HOME/hub/checkpoints)"
+)
+
 
 @dataclass(frozen=True)
 class StepOutput:
@@ -46,6 +51,11 @@ class PretrainFamily(ABC):
     extra_metrics: ClassVar[tuple[str, ...]] = ()
     #: the model-card kind (medvill.modelcard) of its pretraining checkpoints
     card_kind: ClassVar[str] = "pretraining"
+    #: what to put where when ``require_pretrained`` finds the image weights missing
+    visual_weights_hint: ClassVar[str] = RESNET_WEIGHTS_HINT
+    #: DDP re-sends every buffer from rank 0 before each forward; a family whose buffers are
+    #: identical on every rank by construction (X-VL's feature queues) turns that off
+    broadcast_buffers: ClassVar[bool] = True
 
     @property
     def metric_columns(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "vision_drop_path", "hidden_size", "num_text_layers", "num_fusion_layers",
     "num_attention_heads", "intermediate_size", "hidden_dropout_prob",
     "attention_probs_dropout_prob", "max_position_embeddings", "max_text_tokens", "embed_dim",
-    "queue_size", "momentum", "initial_temperature", "distill_alpha", "mlm_probability",
+    "queue_size", "momentum", "initial_temperature", "distill_alpha",
     "negative_similarity_threshold",
 )  # fmt: skip
 
@@ -71,7 +71,6 @@ class XVLConfig(PretrainedConfig):
         momentum: float = 0.995,
         initial_temperature: float = 0.07,
         distill_alpha: float = 0.4,
-        mlm_probability: float = 0.15,
         negative_similarity_threshold: float = 0.9,
         pad_token_id: int = 0,
         cls_token_id: int = 101,
@@ -105,7 +104,6 @@ class XVLConfig(PretrainedConfig):
         self.momentum = momentum
         self.initial_temperature = initial_temperature
         self.distill_alpha = distill_alpha
-        self.mlm_probability = mlm_probability
         self.negative_similarity_threshold = negative_similarity_threshold
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id

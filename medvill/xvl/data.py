@@ -76,12 +76,21 @@ class XVLShards(PretrainShards):
         }
 
     def _collate(self, samples: list[dict[str, Any]], step: int) -> dict[str, Any]:
-        return collate(samples, self.settings.seed, self.epoch, step)
+        if not hasattr(self, "_steps_per_epoch"):
+            self._steps_per_epoch = max(
+                1, self.micro_batches_per_epoch() // self.settings.accumulation
+            )
+        ramp = 1.0 if self.epoch > 0 else min(1.0, (step + 1) / self._steps_per_epoch)
+        return collate(samples, self.settings.seed, self.epoch, step, ramp)
 
 
-def collate(samples: list[dict[str, Any]], seed: int, epoch: int, step: int) -> dict[str, Any]:
+def collate(
+    samples: list[dict[str, Any]], seed: int, epoch: int, step: int, alpha_ramp: float = 1.0
+) -> dict[str, Any]:
     """Stack processed samples; ``mining_seed`` seeds this batch's hard-negative draws
-    (a function of seed, epoch, step and the batch's first key: the same on a resumed run)."""
+    (a function of seed, epoch, step and the batch's first key: the same on a resumed run).
+    ``alpha_ramp`` scales the distillation weight: it grows linearly over the first epoch, as
+    in ALBEF, because the momentum model's targets are poor at the start."""
     texts = [x["text"] for x in samples]
     first = zlib.crc32(samples[0]["key"].encode("utf-8"))
     mining_seed = int(np.random.SeedSequence([seed, epoch, step, first]).generate_state(1)[0])
@@ -95,5 +104,6 @@ def collate(samples: list[dict[str, Any]], seed: int, epoch: int, step: int) -> 
         "report_ids": torch.tensor([report_id(t) for t in texts], dtype=torch.long),
         "report_overlap": torch.from_numpy(sentence_overlap(texts)),
         "mining_seed": mining_seed,
+        "alpha_ramp": alpha_ramp,
         "step": step,
     }

@@ -11,7 +11,8 @@
   fusion layers (the cross-attention is new), as ALBEF splits BERT-base 6 + 6.
 
 When a file is missing the part stays randomly initialised and the log says so; a profile with
-``require_pretrained`` refuses to start then (:func:`check_initialisation`).
+``require_pretrained`` refuses to start then (:func:`medvill.pretrain.check_initialisation`,
+with the X-VL family's hint naming the ViT file).
 """
 
 from __future__ import annotations
@@ -132,34 +133,3 @@ def load_bert(model: XVLForPretraining, text_weights: str) -> str:
     label = f"{where}@{revision}" if revision else where
     log.info("text encoder initialised from %s (%d tensors)", label, len(copy))
     return f"{label} ({len(copy)} tensors)"
-
-
-def check_initialisation(
-    origin: dict[str, str],
-    vit_weights: str,
-    text_weights: str,
-    require_pretrained: bool,
-    allow_random_init: bool,
-) -> None:
-    """Refuse a ``require_pretrained`` run whose configured weights could not be loaded
-    (a random-init "paper" run wastes GPU days); ``--allow-random-init`` overrides."""
-    if not require_pretrained or allow_random_init:
-        return
-    missing = []
-    if origin.get("visual") == "random":
-        missing.append(
-            f"ViT-S/16 self-supervised ImageNet weights (train.vit_weights = {vit_weights!r}: "
-            "a local iBOT/DINO checkpoint file)"
-        )
-    if text_weights and origin.get("text") == "random":
-        missing.append(
-            f"text encoder weights {text_weights!r} (a local copy in the Hugging Face cache or "
-            "a local directory)"
-        )
-    if missing:
-        raise FileNotFoundError(
-            "this profile starts from pretrained weights, but these could not be loaded: "
-            + "; ".join(missing)
-            + ". Training from random initialisation would not reproduce the paper; pass "
-            "--allow-random-init to do it anyway."
-        )

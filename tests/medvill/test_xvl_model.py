@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from medvill.families import get_family
 from medvill.xvl.config import XVLConfig, config_from_profile
 from medvill.xvl.model import XVLForPretraining, XVLModel, build_vit
-from medvill.xvl.weights import check_initialisation, load_vit
+from medvill.xvl.weights import load_vit
 
 TINY = {
     "vision_width": 32, "vision_depth": 2, "vision_heads": 2, "patch_size": 16, "image_size": 64,
@@ -131,13 +132,37 @@ def test_vit_weights_load_from_a_local_file_with_a_resampled_grid(
     assert "random initialisation" in caplog.text and "missing.pth" in caplog.text
 
 
-def test_require_pretrained_refuses_random_init_unless_allowed() -> None:
-    origin = {"visual": "random", "text": "random"}
+def test_require_pretrained_refuses_random_init_unless_allowed(
+    tiny_data: dict, tmp_path: Path
+) -> None:
+    """The paper profile's refusal, through the shared trainer, naming the ViT file."""
+    from medvill.pretrain import Paths, TrainSettings, check_initialisation
+
+    family = get_family("xvl")
+    settings = TrainSettings.from_dict(
+        {"vit_weights": str(tmp_path / "ibot_vits16.pth"), "text_weights": "", "imagenet": True,
+         "require_pretrained": True}
+    )  # fmt: skip
+    profile = {"model": dict(TINY), "train": {"vit_weights": settings.vit_weights}}
+    config = family.build_config(profile, tiny_data["tokenizer"], {})
+    model = family.new_model(config)
+    origin = family.load_public_weights(model, settings.text_weights, settings.imagenet)
+    assert origin["visual"] == "random"
     with pytest.raises(FileNotFoundError, match="--allow-random-init") as error:
-        check_initialisation(origin, "w/vits16.pth", "bert-base-uncased", True, False)
-    assert "ViT-S/16" in str(error.value) and "bert-base-uncased" in str(error.value)
-    check_initialisation(origin, "w/vits16.pth", "bert-base-uncased", True, True)
-    check_initialisation(origin, "", "", False, False)
+        check_initialisation(origin, settings, False, family.visual_weights_hint)
+    assert "ViT-S/16" in str(error.value) and "ResNet" not in str(error.value)
+    check_initialisation(origin, settings, True, family.visual_weights_hint)  # overridden
+    # with the file present the ViT loads and the momentum copy follows it
+    source = build_vit(config)
+    save_file(source.state_dict(), str(tmp_path / "ibot_vits16.safetensors"))
+    family.build_config({**profile, "train": {"vit_weights": str(tmp_path /
+                        "ibot_vits16.safetensors")}}, tiny_data["tokenizer"], {})  # fmt: skip
+    origin = family.load_public_weights(model, "", True)
+    assert origin["visual"] == "imagenet"
+    check_initialisation(origin, settings, False, family.visual_weights_hint)
+    assert torch.equal(model.visual_encoder_m.blocks[0].attn.qkv.weight,
+                       source.blocks[0].attn.qkv.weight)  # fmt: skip
+    assert Paths.for_dataset("d", tmp_path, "xvl").out == tmp_path / "models/d/pretrain-xvl"
 
 
 def test_config_rejects_unknown_fields_and_bad_shapes() -> None:

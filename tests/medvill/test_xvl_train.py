@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medvill.xvl.train import XVLPaths, pretrain
+from medvill.pretrain import Paths, pretrain
 
 MODEL = {
     "vision_width": 32, "vision_depth": 1, "vision_heads": 2, "patch_size": 16, "image_size": 32,
@@ -27,14 +27,15 @@ def profile(**train: Any) -> dict[str, Any]:
     settings = {
         "seed": 5, "epochs": 2, "global_batch_size": 4, "max_micro_batch_size": 2, "lr": 1e-3,
         "warmup_ratio": 0.0, "num_workers": 0, "shuffle_buffer": 8, "save_every_steps": 2,
-        "log_every_steps": 1, "text_weights": "", "vit_weights": "", "precision": "fp32",
+        "log_every_steps": 1, "text_weights": "", "imagenet": False, "precision": "fp32",
+        "tensorboard": False,
     }  # fmt: skip
     settings.update(train)
     return {"model": dict(MODEL), "train": settings}
 
 
-def paths(data: dict, out: Path) -> XVLPaths:
-    return XVLPaths(index=data["index"], tokenizer=data["tokenizer_dir"], out=out)
+def paths(data: dict, out: Path) -> Paths:
+    return Paths(index=data["index"], negatives=None, tokenizer=data["tokenizer_dir"], out=out)
 
 
 def rows(out: Path) -> list[dict[str, str]]:
@@ -45,12 +46,14 @@ def rows(out: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_resume_replays_the_uninterrupted_run(tiny_data: dict, tmp_path: Path) -> None:
     full = tmp_path / "full"
-    summary = pretrain(profile(), paths(tiny_data, full))
+    summary = pretrain(profile(), paths(tiny_data, full), model="xvl", show_progress=False)
     # 12 samples, global batch 4 = 2 micro-batches of 2 (accumulation) → 3 steps × 2 epochs
     assert summary["steps"] == 6
     assert json.loads((full / "metrics.json").read_text())["steps"] == 6
     assert (full / "final" / "model.safetensors").is_file()
     assert (full / "final" / "tokenizer_config.json").is_file()
+    assert "itc_loss" in (full / "metrics.csv").read_text().splitlines()[0]
+    assert (full / "loss.png").is_file() and (full / "final" / "README.md").is_file()
     checkpoints = sorted(p.name for p in (full / "checkpoints").iterdir())
     assert checkpoints == ["step-00000004", "step-00000006"]
 
@@ -63,10 +66,12 @@ def test_resume_replays_the_uninterrupted_run(tiny_data: dict, tmp_path: Path) -
 
     part = tmp_path / "part"
     with pytest.raises(Crash):
-        pretrain(profile(), paths(tiny_data, part), on_step=crash)
-    pretrain(profile(), paths(tiny_data, part), resume=True)
+        pretrain(profile(), paths(tiny_data, part), on_step=crash, model="xvl")
+    pretrain(profile(), paths(tiny_data, part), resume=True, model="xvl")
     a, b = rows(full), rows(part)
-    assert [r["step"] for r in b] == [str(s) for s in range(1, 7)]
+    assert [int(r["step"]) for r in b] == list(range(1, 7))
+    # the distillation weight ramps over the first epoch (3 steps), then stays at 0.4
+    assert [round(float(r["alpha"]), 4) for r in a] == [0.1333, 0.2667, 0.4, 0.4, 0.4, 0.4]
     for x, y in zip(a, b, strict=True):
         assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5, abs=1e-6)
     wa = load_file(str(full / "final" / "model.safetensors"))
