@@ -281,6 +281,58 @@ def compare(
     typer.echo(json.dumps(result["metrics"], indent=2, sort_keys=True))
 
 
+#: Families whose attention maps `medvill visualize` draws.
+VISUALIZE_MODELS: tuple[str, ...] = ("xvl",)
+VisualizeModel = str_enum("VisualizeModel", VISUALIZE_MODELS)
+
+
+@app.command()
+def visualize(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="X-VL checkpoint folder (e.g. .../final).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and index.html.")],
+    model: Annotated[
+        VisualizeModel,  # type: ignore[valid-type]
+        typer.Option("--model", "-m", help="Model family whose attention is drawn."),
+    ] = "xvl",  # type: ignore[assignment]
+    image: Annotated[
+        Path | None, typer.Option("--image", help="One image (PNG/JPEG); needs --text.")
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Its report text.")] = None,
+    phrase: Annotated[
+        str | None,
+        typer.Option("--phrase", help="Map only this phrase of --text (e.g. 'pleural effusion')."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", "-d", help="Batch mode: the first --n pairs of its shards."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Batch mode: how many pairs.")] = 8,
+    split: Annotated[str, typer.Option("--split", help="Batch mode: which split.")] = "test",
+    layer: Annotated[int, typer.Option("--layer", help="Fusion layer (-1: the last).")] = -1,
+    root: RootOpt = Path("."),
+) -> None:
+    """Attention overlays: per word (or --phrase) the fusion layers' cross-attention over the
+    image patches and its gradient-weighted variant, plus the ViT [CLS] self-attention per
+    head, as PNGs over the image; an index.html shows them. One pair with --image/--text, or
+    --dataset for the first --n pairs of a split."""
+    from medvill.xvl.visualize import visualize_pair, visualize_split
+
+    with user_errors(*USER_ERRORS):
+        if (image is None) == (dataset is None):
+            raise ValueError("give either --image with --text, or --dataset (batch mode)")
+        if image is not None:
+            if not text:
+                raise ValueError("--image needs --text (the report to map)")
+            doc = visualize_pair(checkpoint, image, text, out, phrase, layer)
+            info(f"{len(doc['words'])} word map(s), {len(doc['cls_heads'])} [CLS] head(s) in {out}")
+        else:
+            index = root / "data" / "shards" / str(dataset) / "index.json"
+            page = visualize_split(checkpoint, index, out, n, split, layer)
+            info(f"overlays of {n} {split} pair(s): {page}")
+
+
 @app.command()
 def summary(root: RootOpt = Path(".")) -> None:
     """Regenerate reports/summary.md from every reports/<dataset>/<task>/metrics.json."""
