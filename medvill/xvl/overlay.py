@@ -123,6 +123,35 @@ def write_index(entries: list[tuple[str, str, dict[str, Any]]], out: Path) -> Pa
     return path
 
 
+#: Montage tile side and caption strip height, pixels.
+TILE, CAPTION = 192, 16
+
+
+def write_montage(
+    entries: list[tuple[str, str, dict[str, Any]]], out: Path, words_per_row: int = 4
+) -> Path:
+    """``overlays.png``: one row per pair — the image, its first ``words_per_row`` word
+    overlays, [CLS] head 0 — each tile captioned (the DVC plot of example overlays)."""
+    from PIL import ImageDraw
+
+    columns = words_per_row + 2
+    sheet = Image.new("RGB", (columns * TILE, len(entries) * (TILE + CAPTION)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, (_, folder, doc) in enumerate(entries):
+        base = out / folder if folder else out
+        tiles = [(doc["image"], "image")]
+        tiles += [(w["overlay"], w["word"]) for w in doc["words"][:words_per_row]]
+        tiles += [(doc["cls_heads"][0], "[CLS] head 0")] if doc["cls_heads"] else []
+        top = row * (TILE + CAPTION)
+        for column, (file, caption) in enumerate(tiles):
+            with Image.open(base / file) as tile:
+                sheet.paste(tile.convert("RGB").resize((TILE, TILE)), (column * TILE, top))
+            draw.text((column * TILE + 4, top + TILE + 2), caption[:30], fill="black")
+    path = out / "overlays.png"
+    sheet.save(path)
+    return path
+
+
 def _figure(src: str, caption: str) -> str:
     return (f"<figure><img src='{html.escape(src, quote=True)}' alt='{html.escape(caption)}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip

@@ -2,8 +2,9 @@
 
 One pair (``--image``, ``--text``): a folder with an overlay per word (or only the chosen
 ``--phrase``), its Grad-CAM variant, the ViT [CLS] heads and ``attention.json``. Batch mode
-(``--dataset``, ``--n``): the first N samples of a split's shards, one folder each, and an
-``index.html`` that shows them all (open it in a browser).
+(``--dataset``, ``--n``): the first N samples of a split's shards, one folder each, an
+``index.html`` that shows them all (open it in a browser) and ``overlays.png``, a montage of
+the first words' overlays (the DVC plot).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image
 from medvill.data import decode_image
 from medvill.xvl.attention import AttentionMaps, compute_maps, phrase_span, word_spans
 from medvill.xvl.model import XVLModel
-from medvill.xvl.overlay import open_image, write_index, write_pair
+from medvill.xvl.overlay import open_image, write_index, write_montage, write_pair
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +141,5 @@ def visualize_split(
             entries.append((ref.key, ref.key, doc))
     if not entries:
         raise ValueError(f"{index_path}: split {split!r} has no samples to visualise")
+    write_montage(entries, out)
     return write_index(entries, out)

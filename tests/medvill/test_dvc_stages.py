@@ -77,3 +77,16 @@ def test_curves_are_plots_with_templates() -> None:
     assert declared["reports/sample/classification/plots/precision_recall.json"] == "simple"
     assert declared["reports/sample/classification/plots/confusion.json"] == "confusion"
     assert declared["reports/sample/retrieval/plots/rank_histogram.csv"] == "linear"
+
+
+def test_xvl_stages_follow_the_pretrain_profile(tmp_path: Path) -> None:
+    """X-VL pretraining depends on its own family profile block only; the overlays stage
+    reads its final checkpoint and writes the attention page."""
+    stages = _stages(tmp_path, pretrain="paper")
+    pretrain = stages["pretrain-xvl@sample"]
+    assert pretrain.cmd == "medvill pretrain --model xvl --dataset sample"
+    assert _params(pretrain) == {"pretrain.profile", "pretrain.families.xvl.profiles.paper"}
+    assert "models/sample/pretrain-xvl/final" in _outs(pretrain)
+    attention = stages["attention-xvl@sample"]
+    assert "--checkpoint models/sample/pretrain-xvl/final" in attention.cmd
+    assert _outs(attention) == {"reports/sample/xvl/attention"}

@@ -186,6 +186,8 @@ def test_batch_mode_writes_a_page_whose_links_are_pngs_of_the_image_size(
             png.verify()
         with Image.open(file) as png:
             assert png.format == "PNG" and png.size == (96, 96)  # the fixture's shard images
+    with Image.open(tmp_path / "batch" / "overlays.png") as montage:  # 2 rows of 6 tiles
+        assert montage.size == (6 * 192, 2 * (192 + 16))
     folders = sorted(p.name for p in (tmp_path / "batch").iterdir() if p.is_dir())
     assert len(folders) == 2
     doc = json.loads((tmp_path / "batch" / folders[0] / "attention.json").read_text())
