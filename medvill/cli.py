@@ -310,7 +310,10 @@ def visualize(
     ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Batch mode: how many pairs.")] = 8,
     split: Annotated[str, typer.Option("--split", help="Batch mode: which split.")] = "test",
-    layer: Annotated[int, typer.Option("--layer", help="Fusion layer (-1: the last).")] = -1,
+    layer: Annotated[
+        int | None,
+        typer.Option("--layer", help="Fusion layer (0 = first, -1 = last). Default: the middle."),
+    ] = None,
     root: RootOpt = Path("."),
 ) -> None:
     """Attention overlays: per word (or --phrase) the fusion layers' cross-attention over the

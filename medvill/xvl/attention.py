@@ -111,11 +111,17 @@ def compute_maps(
     image: torch.Tensor,
     ids: list[int],
     words: list[WordSpan],
-    layer: int = -1,
+    layer: int | None = None,
 ) -> AttentionMaps:
     """All maps for one pair: ``image`` (3, S, S) normalised as the loader does, ``ids`` the
-    report's token ids, ``words`` the spans to map, ``layer`` the fusion layer (−1: last)."""
+    report's token ids, ``words`` the spans to map, ``layer`` the fusion layer
+    (:func:`default_layer` when None; negative counts from the last)."""
     model.eval()
+    count = len(model.text.cross_attentions())
+    layer = default_layer(count) if layer is None else layer
+    if not -count <= layer < count:
+        raise ValueError(f"fusion layer {layer} does not exist (the model has {count})")
+    layer %= count
     grid = model.config.grid_size
     device = next(model.parameters()).device
     text_ids = torch.tensor([ids], device=device)
@@ -142,8 +148,15 @@ def compute_maps(
         cls_heads=[_to_grid(vit[h], grid) for h in range(vit.shape[0])],
         match_probability=float(match.detach()),
         grid=grid,
-        layer=layer if layer >= 0 else len(model.text.cross_attentions()) + layer,
+        layer=layer,
     )
+
+
+def default_layer(fusion_layers: int) -> int:
+    """The middle fusion layer ((F − 1) // 2: the third of six, ALBEF's choice for its maps).
+    Not the last: the matching score reads only the last layer's [CLS] output, so the last
+    layer's word rows get no gradient and their Grad-CAM would be empty."""
+    return (fusion_layers - 1) // 2
 
 
 def peak_cell(grid_map: np.ndarray) -> tuple[int, int]:

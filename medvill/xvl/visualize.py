@@ -10,6 +10,7 @@ the first words' overlays (the DVC plot).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def maps_for(
     image: Image.Image,
     text: str,
     phrase: str | None = None,
-    layer: int = -1,
+    layer: int | None = None,
     content_words_only: bool = False,
 ) -> AttentionMaps:
     """Maps of one pair: every word, only content words, or the one ``phrase``."""
@@ -96,7 +97,7 @@ def maps_for(
 
 def visualize_pair(
     checkpoint: Path, image_path: Path, text: str, out: Path, phrase: str | None = None,
-    layer: int = -1,
+    layer: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Write one pair's overlays and an index.html beside them; returns attention.json."""
     model, tokenizer = load_checkpoint(checkpoint)
@@ -112,7 +113,7 @@ def visualize_pair(
 
 def visualize_split(
     checkpoint: Path, index_path: Path, out: Path, n: int, split: str = "test",
-    layer: int = -1, max_words: int = 8,
+    layer: int | None = None, max_words: int = 8,
 ) -> Path:  # fmt: skip
     """Overlays for the first ``n`` samples of ``split`` (shard order) and an index.html."""
     from medvill.data import SAMPLE_MEMBERS, log_and_continue, read_index
@@ -120,7 +121,11 @@ def visualize_split(
 
     model, tokenizer = load_checkpoint(checkpoint)
     shards = read_index(index_path, split)
-    out = Path(out)
+    final = Path(out)
+    # built in a fresh folder and swapped in whole: no stale pair from an earlier run remains,
+    # and an interrupted run leaves the previous page intact
+    out = final.parent / f".{final.name}.tmp"
+    shutil.rmtree(out, ignore_errors=True)
     entries = []
     with MemberReader(SAMPLE_MEMBERS) as reader:
         for ref in sample_refs(shards.files, log_and_continue, shards.contents()):
@@ -142,4 +147,7 @@ def visualize_split(
     if not entries:
         raise ValueError(f"{index_path}: split {split!r} has no samples to visualise")
     write_montage(entries, out)
-    return write_index(entries, out)
+    write_index(entries, out)
+    shutil.rmtree(final, ignore_errors=True)
+    out.rename(final)
+    return final / "index.html"

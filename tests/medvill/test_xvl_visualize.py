@@ -89,7 +89,15 @@ def test_maps_are_attention_distributions_and_the_cls_map_is_the_vit_softmax(
     maps = compute_maps(model, image, ids, words)
     handle.remove()
     assert maps.grid == 4 and len(maps.cross) == len(words) == len(maps.gradcam)
-    assert maps.layer == 1 and len(maps.cls_heads) == 2
+    assert maps.layer == 0 and len(maps.cls_heads) == 2  # the middle of 2 fusion layers
+    # words look at different places, and the gradient-weighted maps are not empty (the last
+    # layer's word rows would get no gradient: only its [CLS] feeds the matching head)
+    assert np.abs(maps.cross[0] - maps.cross[1]).max() > 0
+    assert all(m.max() > 0 for m in maps.gradcam)
+    last = compute_maps(model, image, ids, words, layer=-1)
+    assert last.layer == 1 and all(m.max() == 0 for m in last.gradcam)
+    with pytest.raises(ValueError, match="fusion layer 2 does not exist"):
+        compute_maps(model, image, ids, words, layer=2)
     for grid_map in maps.cross:
         # probabilities over 1 + 16 image tokens, the image [CLS] column dropped
         assert grid_map.shape == (4, 4) and (grid_map > 0).all() and grid_map.sum() < 1.0
@@ -176,7 +184,10 @@ def test_batch_mode_writes_a_page_whose_links_are_pngs_of_the_image_size(
     from medvill.xvl.visualize import visualize_split
 
     checkpoint = _checkpoint(tiny_data, tmp_path / "ckpt")
+    (tmp_path / "batch" / "stale-pair").mkdir(parents=True)  # from an earlier run
     page = visualize_split(checkpoint, tiny_data["index"], tmp_path / "batch", n=2, split="test")
+    assert page == tmp_path / "batch" / "index.html"
+    assert not (tmp_path / "batch" / "stale-pair").exists()
     html = page.read_text(encoding="utf-8")
     assert html.count("<section>") == 2
     files = _linked_files(page)
