@@ -337,6 +337,40 @@ def visualize(
 
 
 @app.command()
+def zeroshot(
+    dataset: DatasetOpt,
+    model: Annotated[
+        VisualizeModel,  # type: ignore[valid-type]
+        typer.Option("--model", "-m", help="Model family (its pretrained checkpoint)."),
+    ] = "xvl",  # type: ignore[assignment]
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Default models/<dataset>/pretrain-xvl/final."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Default reports/<dataset>/xvl/zeroshot_retrieval."),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Valid or Test blocks.")] = "Test",
+    root: RootOpt = Path("."),
+) -> None:
+    """Zero-shot image-report retrieval of a pretrained X-VL on the pairs stage's candidate
+    blocks (I2R and R2I), ranked by contrastive similarity (itc) and by the matching head
+    (itm), with the random-order MRR beside them; writes metrics.json."""
+    from medvill.xvl.retrieval import zero_shot_retrieval
+
+    with user_errors(*USER_ERRORS):
+        doc = zero_shot_retrieval(
+            checkpoint or root / "models" / dataset / "pretrain-xvl" / "final",
+            root / "data" / "interim" / dataset / "pairs",
+            root,
+            out or root / "reports" / dataset / "xvl" / "zeroshot_retrieval",
+            split.capitalize(),
+        )
+    typer.echo(json.dumps(doc["metrics"], indent=2, sort_keys=True))
+
+
+@app.command()
 def summary(root: RootOpt = Path(".")) -> None:
     """Regenerate reports/summary.md from every reports/<dataset>/<task>/metrics.json."""
     from medvill.report import write_summary

@@ -90,3 +90,6 @@ def test_xvl_stages_follow_the_pretrain_profile(tmp_path: Path) -> None:
     attention = stages["attention-xvl@sample"]
     assert "--checkpoint models/sample/pretrain-xvl/final" in attention.cmd
     assert _outs(attention) == {"reports/sample/xvl/attention"}
+    zeroshot = stages["zeroshot-xvl@sample"]
+    assert zeroshot.cmd == "medvill zeroshot --model xvl --dataset sample"
+    assert _outs(zeroshot) == {"reports/sample/xvl/zeroshot_retrieval/metrics.json"}

@@ -1,0 +1,128 @@
+"""Zero-shot image–report retrieval with a pretrained X-VL on the pairs stage's candidate blocks.
+
+Each query (an image for I2R, a report for R2I) has a block of candidates in
+``I2T_Label_<Split>.jsonl`` / ``T2I_Label_<Split>.jsonl``; a candidate is relevant when its
+``is_aligned`` is 1 (same positive label set as the query, the true pair included), exactly
+as MedViLL's retrieval evaluation. Two scores rank a block: the contrastive similarity of the
+projected [CLS] features (ITC) and the matching probability of the fusion encoder (ITM). No
+fine-tuning: this measures what pretraining alone learned. Metrics are MedViLL's (MRR, Hit@5,
+Recall@5, Precision@5, :func:`medvill.metrics.retrieval_metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvill.data import decode_image
+from medvill.metrics import retrieval_metrics, score_query
+from medvill.xvl.model import XVLModel
+
+#: Task-file prefix of each direction.
+DIRECTIONS: dict[str, str] = {"i2r": "I2T", "r2i": "T2I"}
+
+
+def _blocks(rows: list[dict[str, Any]], key: str) -> list[list[int]]:
+    """Consecutive lines sharing the query id form one block."""
+    blocks: list[list[int]] = []
+    for i, row in enumerate(rows):
+        if blocks and rows[blocks[-1][0]][key] == row[key]:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    return blocks
+
+
+@torch.no_grad()
+def pair_scores(
+    model: XVLModel, tokenizer: Any, images: list[Path], texts: list[str], batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ITC similarity, ITM match probability) of each (image, text) line. Features of an
+    image or report that appears on many lines are computed once."""
+    from medvill.data import text_block
+    from medvill.xvl.data import xvl_text_spec
+
+    model.eval()
+    device = next(model.parameters()).device
+    spec = xvl_text_spec(tokenizer, model.config.max_text_tokens)
+    image_index = {p: i for i, p in enumerate(dict.fromkeys(images))}
+    text_index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    image_embeds, image_feats = [], []
+    unique_images = list(image_index)
+    for start in range(0, len(unique_images), batch_size):
+        chunk = [decode_image(p.read_bytes(), model.config.image_size, None)
+                 for p in unique_images[start : start + batch_size]]  # fmt: skip
+        embeds = model.encode_image(torch.stack(chunk).to(device))
+        image_embeds.append(embeds)
+        image_feats.append(model.image_features(embeds))
+    all_image_embeds = torch.cat(image_embeds)
+    all_image_feats = torch.cat(image_feats)
+    encoded = []
+    for text in text_index:
+        tokens = tokenizer(text, add_special_tokens=False, truncation=True,
+                           max_length=spec.max_tokens)["input_ids"]  # fmt: skip
+        encoded.append(text_block(tokens, spec))
+    ids = torch.from_numpy(np.stack([e[0] for e in encoded])).to(device)
+    valid = torch.from_numpy(np.stack([e[1] for e in encoded])).to(device)
+    text_embeds = torch.cat([model.text.encode_text(ids[s : s + batch_size],
+                                                    valid[s : s + batch_size])
+                             for s in range(0, len(ids), batch_size)])  # fmt: skip
+    text_feats = model.text_features(text_embeds)
+    rows_i = torch.tensor([image_index[p] for p in images], device=device)
+    rows_t = torch.tensor([text_index[t] for t in texts], device=device)
+    itc = (all_image_feats[rows_i] * text_feats[rows_t]).sum(-1)
+    itm = []
+    for start in range(0, len(images), batch_size):
+        i = rows_i[start : start + batch_size]
+        t = rows_t[start : start + batch_size]
+        fused = model.text.fuse(text_embeds[t], valid[t], all_image_embeds[i])
+        itm.append(model.itm_head(fused[:, 0]).softmax(-1)[:, 1])
+    return itc.float().cpu().numpy(), torch.cat(itm).float().cpu().numpy()
+
+
+def chance_mrr(candidates: int, positives: int) -> float:
+    """Expected reciprocal rank of the first positive when the block is ordered at random:
+    P(first positive at rank r) = C(n − r, p − 1) / C(n, p), r = 1 … n − p + 1."""
+    from math import comb
+
+    total = comb(candidates, positives)
+    return sum(comb(candidates - r, positives - 1) / total / r
+               for r in range(1, candidates - positives + 2))  # fmt: skip
+
+
+def zero_shot_retrieval(
+    checkpoint: Path, pairs: Path, root: Path, out: Path, split: str = "Test"
+) -> dict[str, Any]:
+    """Score both directions' blocks of ``split``; write and return ``metrics.json``."""
+    from medvill.tasks.common import resolve_image_paths
+    from medvill.xvl.visualize import load_checkpoint
+    from pipeline.taskfiles.jsonl import read_task_file
+
+    model, tokenizer = load_checkpoint(checkpoint)
+    doc: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split.lower(), "metrics": {}}
+    for direction, prefix in DIRECTIONS.items():
+        path = Path(pairs) / f"{prefix}_Label_{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: run `medvill-prep pairs` first")
+        rows = read_task_file(path)
+        if not rows:
+            raise ValueError(f"{path} has no candidate lines")
+        images = resolve_image_paths(rows, Path(root), path)
+        relevant = np.array([int(row["is_aligned"][0]) for row in rows], dtype=bool)
+        itc, itm = pair_scores(model, tokenizer, images, [r["text"] for r in rows])
+        blocks = _blocks(rows, "id" if prefix == "I2T" else "T_id")
+        for name, scores in (("itc", itc), ("itm", itm)):
+            results = [score_query(scores[b], relevant[b]) for b in blocks]
+            doc["metrics"][f"{direction}_{name}"] = retrieval_metrics(results)
+        doc["metrics"][f"{direction}_chance"] = {"mrr": float(np.mean(
+            [chance_mrr(len(b), int(relevant[b].sum())) for b in blocks]))}  # fmt: skip
+        doc[f"{direction}_queries"] = len(blocks)
+        doc[f"{direction}_candidates_per_query"] = round(len(rows) / len(blocks), 2)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return doc
