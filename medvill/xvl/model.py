@@ -277,10 +277,13 @@ class XVLForPretraining(XVLPreTrainedModel):
             reports_all = torch.cat([report_ids, self.report_queue[:filled]])
             positives = (report_ids[:, None] == reports_all[None, :]).float()
 
-        itc, sim_i2t, sim_t2i = contrastive_loss(
-            image_feat, text_feat, image_all, text_all, positives, x.temp,
-            image_feat_m, text_feat_m, alpha,
-        )  # fmt: skip
+        # in fp32 under bf16/fp16 autocast: logits of up to 1/0.001 need more than bf16's
+        # 8 mantissa bits to rank a queue of 65,536 features
+        with torch.autocast(images.device.type, enabled=False):
+            itc, sim_i2t, sim_t2i = contrastive_loss(
+                image_feat.float(), text_feat.float(), image_all.float(), text_all.float(),
+                positives, x.temp.float(), image_feat_m.float(), text_feat_m.float(), alpha,
+            )  # fmt: skip
         if self.training:
             self._enqueue(image_feat_m, text_feat_m, report_ids)
 

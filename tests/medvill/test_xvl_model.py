@@ -207,3 +207,14 @@ def test_batch_builder_on_shard_samples(tiny_data: dict) -> None:
     repeat = next(iter(again))
     assert repeat["keys"] == batch["keys"] and repeat["mining_seed"] == batch["mining_seed"]
     assert torch.equal(repeat["mlm_ids"], batch["mlm_ids"])
+
+
+def test_bf16_autocast_keeps_the_contrast_and_the_queue_in_fp32() -> None:
+    model = tiny_model()
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**tiny_batch(), generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert out.itc_loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert model.image_queue.dtype == torch.float32 and int(model.queue_filled) == 4
+    assert model.xvl.temp.grad is not None

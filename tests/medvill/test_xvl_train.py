@@ -114,3 +114,36 @@ def test_the_loss_falls_when_one_batch_is_repeated(tiny_data: dict, tmp_path: Pa
         optimizer.zero_grad()
         losses.append(out.mlm_loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _ddp_worker(rank: int, port: int, data: dict, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    model = dict(MODEL, queue_size=32)
+    train = profile(max_steps=2, global_batch_size=8)["train"]
+    pretrain({"model": model, "train": train}, paths(data, Path(out)), model="xvl",
+             show_progress=False)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_ranks_fill_one_queue_with_both_ranks_features(tiny_data: dict, tmp_path: Path) -> None:
+    """2 gloo ranks × micro 2 × accumulation 2: every forward enqueues the momentum features
+    gathered from both ranks, so after 2 steps of global batch 8 the queue holds 16 entries
+    (one rank alone would hold 8), in the same order on both ranks (DDP does not re-send it)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = {k: v for k, v in tiny_data.items() if k != "tokenizer"}
+    mp.spawn(_ddp_worker, args=(port, data, str(tmp_path / "ddp")), nprocs=2, join=True)
+    weights = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    assert int(weights["queue_filled"]) == 16 and int(weights["queue_pointer"]) == 16
+    assert len(set(weights["report_queue"][:16].tolist())) > 1
+    assert (weights["report_queue"][16:] == -1).all()
+    assert [int(r["step"]) for r in rows(tmp_path / "ddp")] == [1, 2]
