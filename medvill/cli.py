@@ -241,6 +241,8 @@ def evaluate_zoo(
     with user_errors(*USER_ERRORS):
         if family == "medvill":
             raise ValueError("medvill is evaluated per task: `medvill evaluate <task>`")
+        if family == "xvl":
+            raise ValueError("xvl's zero-shot retrieval is `medvill zeroshot --model xvl`")
         settings = EvalSettings.from_params(load_params(root / params))
         doc = run(family, TaskPaths(root, dataset), settings, checkpoint, out)
     typer.echo(json.dumps({"metrics": doc["metrics"],

@@ -13,7 +13,7 @@ def test_registry_names_match_the_import_light_list() -> None:
 
 
 def test_unknown_family_is_refused_with_the_known_names() -> None:
-    known = r"\['clip', 'convirt', 'lovt', 'medvill'\]"
+    known = r"\['clip', 'convirt', 'lovt', 'medvill', 'xvl'\]"
     with pytest.raises(ValueError, match=rf"unknown model family 'blip'; known: {known}"):
         get_family("blip")
 
@@ -45,12 +45,15 @@ def test_cli_lists_the_families_and_refuses_what_does_not_apply(tmp_path) -> Non
     runner = CliRunner()
     wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
     help_text = "".join(runner.invoke(app, ["pretrain", "--help"], env=wide).output.split())
-    assert "<medvill|convirt|clip|lovt>" in help_text
+    assert "<medvill|convirt|clip|lovt|xvl>" in help_text
     mask = runner.invoke(app, ["pretrain", "-d", "x", "--model", "lovt", "--mask", "bi",
                                "--root", str(tmp_path)])  # fmt: skip
     assert mask.exit_code == 2 and "--mask applies to medvill only, not to lovt" in mask.output
     zoo = runner.invoke(app, ["evaluate-zoo", "-d", "x", "--model", "medvill",
                               "--root", str(tmp_path)])  # fmt: skip
     assert zoo.exit_code == 2 and "medvill is evaluated per task" in zoo.output
+    xvl = runner.invoke(app, ["evaluate-zoo", "-d", "x", "--model", "xvl",
+                              "--root", str(tmp_path)])  # fmt: skip
+    assert xvl.exit_code == 2 and "medvill zeroshot --model xvl" in xvl.output
     typo = runner.invoke(app, ["pretrain", "-d", "x", "--model", "blip"])
     assert typo.exit_code == 2 and "'blip' is not one of" in typo.output
