@@ -44,6 +44,15 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("generation", "ce_f1", "CE-F1"),
     ("generation", "bleu4", "BLEU-4"),
 )
+#: The paper's values of the overview's columns, per mask (tables II–V: MIMIC-CXR for
+#: classification, retrieval and generation, VQA-RAD 'ALL' for VQA; retrieval as fractions).
+PAPER_ROWS: dict[str, tuple[float, ...]] = {
+    "bar": (0.980, 0.839, 0.565, 0.558, 0.777, 0.595, 0.621, 0.066),
+    "bi_s2s": (0.979, 0.846, 0.555, 0.545, 0.760, 0.541, 0.511, 0.066),
+    "bi": (0.984, 0.852, 0.580, 0.567, 0.784, 0.580, 0.110, 0.015),
+    "s2s": (0.982, 0.846, 0.588, 0.579, 0.730, 0.505, 0.534, 0.043),
+    "noncross": (0.980, 0.824, 0.547, 0.546, 0.734, 0.531, 0.120, 0.007),
+}
 #: The metrics each paper table tests against MedViLL (its p-value columns).
 TESTED: dict[str, tuple[str, ...]] = {
     "classification": ("micro_auroc", "micro_f1"),
@@ -231,7 +240,8 @@ def ablation_markdown(root: Path, dataset: str) -> str:
         "percentile interval; per-task tables add the bootstrap mean ± std. p-values compare "
         "each row with MedViLL (BAR) on the same resamples: the paper's independent t-test "
         "over the `evaluate.bootstrap` resample values, and the paired bootstrap p-value. "
-        "'–': not run (or undefined on this split).",
+        "'not run': no evaluation of that arm and task yet; '–': undefined on this split "
+        "(or, for p-values, the BAR row itself).",
         "",
         "## Overview",
         "",
@@ -256,6 +266,16 @@ def ablation_markdown(root: Path, dataset: str) -> str:
         "Resamples (mean ± std, interval): "
         + "; ".join(f"{r} and {c}" for r, c in resamples)
         + ".",
+        "",
+        "The paper's values of the same columns (mean of 30 bootstrap runs; MIMIC-CXR, VQA-RAD "
+        "'ALL' for VQA), for the order of the rows rather than their level:",
+        "",
+        "| paper | " + " | ".join(h for _, _, h in HEADLINE) + " |",
+        "|---|" + "---|" * len(HEADLINE),
+        *(
+            "| " + " | ".join([MASK_LABELS[m], *(f"{v:.3f}" for v in PAPER_ROWS[m])]) + " |"
+            for m in ABLATION_MASKS
+        ),
         "",
     ]
     for task in TASKS:
