@@ -49,13 +49,44 @@ RootOpt = Annotated[
     Path, typer.Option("--root", help="Project root that data/ and models/ are in.")
 ]
 TaskArg = Annotated[Task, typer.Argument(help="Downstream task.", show_default=False)]  # type: ignore[valid-type]
+#: The arms of the attention-mask ablation (medvill.ablation.ABLATION_MASKS; tested equal).
+ABLATION_MASKS: tuple[str, ...] = ("bar", "bi_s2s", "bi", "s2s", "noncross")
+AblationMask = str_enum("AblationMask", ABLATION_MASKS)
+AblationOpt = Annotated[
+    AblationMask | None,  # type: ignore[valid-type]
+    typer.Option(
+        "--ablation",
+        help="Run this arm of the attention-mask ablation: pretraining with this mask, under "
+        "models/<dataset>/ablation/<mask>/ and reports/<dataset>/ablation/<mask>/; the "
+        "profile defaults to ablation.pretrain_profile / ablation.finetune_profile.",
+    ),
+]
 
 
-def _profile(params: dict[str, Any], block: str, chosen: Profile | None) -> str:  # type: ignore[valid-type]
-    """--profile, else ``<block>.profile`` in params.yaml (what DVC runs), else demo."""
+def _profile(
+    params: dict[str, Any],
+    block: str,
+    chosen: Profile | None,  # type: ignore[valid-type]
+    ablation: bool = False,
+) -> str:
+    """--profile, else (for an ablation arm) ``ablation.<block>_profile``, else
+    ``<block>.profile`` in params.yaml (what DVC runs), else demo."""
     if chosen is not None:
         return str(chosen.value)
+    if ablation and params.get("ablation", {}).get(f"{block}_profile"):
+        return str(params["ablation"][f"{block}_profile"])
     return str(params.get(block, {}).get("profile") or "demo")
+
+
+def _task_paths(root: Path, dataset: str, ablation: Any) -> Any:
+    """The dataset's task folders, or one ablation arm's."""
+    from medvill.tasks.common import TaskPaths
+
+    if ablation is None:
+        return TaskPaths(root, dataset)
+    from medvill.ablation import task_paths
+
+    return task_paths(dataset, str(ablation.value), root)
 
 
 @app.command()
@@ -112,6 +143,7 @@ def pretrain(
             "missing (random initialisation).",
         ),
     ] = False,
+    ablation: AblationOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
@@ -128,9 +160,21 @@ def pretrain(
         if mask is not None and family != "medvill":
             raise ValueError(f"--mask applies to medvill only, not to {family}")
         values = load_params(root / params)
-        section = profile_section(values, _profile(values, "pretrain", profile), family)
+        section = profile_section(
+            values, _profile(values, "pretrain", profile, ablation is not None), family
+        )
         mask_type = None if mask is None else str(mask.value)
-        summary = run(section, Paths.for_dataset(dataset, root, family), resume=resume,
+        paths = Paths.for_dataset(dataset, root, family)
+        if ablation is not None:
+            from medvill.ablation import pretrain_paths
+
+            if family != "medvill":
+                raise ValueError(f"--ablation compares MedViLL's attention masks, not {family}'s")
+            if mask_type not in (None, str(ablation.value)):
+                raise ValueError(f"--mask {mask_type} contradicts --ablation {ablation.value}")
+            mask_type = str(ablation.value)
+            paths = pretrain_paths(dataset, mask_type, root)
+        summary = run(section, paths, resume=resume,
                       mask_type=mask_type, allow_random_init=allow_random_init,
                       model=family)  # fmt: skip
     if summary:
@@ -157,20 +201,25 @@ def finetune(
             "--pretrained", help="Pretraining checkpoint (default models/<dataset>/pretrain/final)."
         ),
     ] = None,
+    ablation: AblationOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
     """Fine-tune one downstream task from the pretrained checkpoint; writes
     models/<dataset>/<task>/final/ (safetensors, tokenizer, task.json, train.json)."""
     from medvill.tasks import settings_class, task_module
-    from medvill.tasks.common import TaskPaths
 
     name = str(task.value)
     with user_errors(*USER_ERRORS):
         values = load_params(root / params)
-        section = _finetune_profile(values, _profile(values, "finetune", profile), name)
-        settings = settings_class(name).from_dict(section)
-        result = task_module(name).finetune(TaskPaths(root, dataset), settings, pretrained)
+        chosen = _profile(values, "finetune", profile, ablation is not None)
+        settings = settings_class(name).from_dict(_finetune_profile(values, chosen, name))
+        paths = _task_paths(root, dataset, ablation)
+        if ablation is not None:
+            from medvill.ablation import require_arm_checkpoint
+
+            pretrained = require_arm_checkpoint(pretrained or paths.pretrained, ablation.value)
+        result = task_module(name).finetune(paths, settings, pretrained)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "answers"}, indent=2,
                           sort_keys=True))  # fmt: skip
 
@@ -189,6 +238,7 @@ def evaluate(
         Path | None,
         typer.Option("--out", help="Output folder (default reports/<dataset>/<task>)."),
     ] = None,
+    ablation: AblationOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
@@ -197,12 +247,12 @@ def evaluate(
     predictions.json and plots/ (curves as JSON/CSV, PNGs). `medvill summary` then rebuilds
     reports/summary.md (its own DVC stage, so evaluate never writes it)."""
     from medvill.tasks import task_module
-    from medvill.tasks.common import EvalSettings, TaskPaths
+    from medvill.tasks.common import EvalSettings
 
     with user_errors(*USER_ERRORS):
         settings = EvalSettings.from_params(load_params(root / params))
         doc = task_module(str(task.value)).evaluate(
-            TaskPaths(root, dataset), settings, checkpoint, out
+            _task_paths(root, dataset, ablation), settings, checkpoint, out
         )
     typer.echo(json.dumps({"metrics": doc["metrics"],
                            "inference_ms_per_sample": doc["inference_ms_per_sample"]},
@@ -373,12 +423,29 @@ def zeroshot(
 
 
 @app.command()
-def summary(root: RootOpt = Path(".")) -> None:
+def summary(
+    root: RootOpt = Path("."),
+    ablation: Annotated[
+        str | None,
+        typer.Option(
+            "--ablation",
+            metavar="DATASET",
+            help="Instead: the attention-mask ablation table of DATASET (paper tables II–V "
+            "layout) from reports/DATASET/ablation/<mask>/<task>/, written to "
+            "reports/DATASET/ablation/summary.md.",
+        ),
+    ] = None,
+) -> None:
     """Regenerate reports/summary.md from every reports/<dataset>/<task>/metrics.json."""
     from medvill.report import write_summary
 
     with user_errors(*USER_ERRORS):
-        path = write_summary(root)
+        if ablation is None:
+            path = write_summary(root)
+        else:
+            from medvill.ablation import write_ablation_summary
+
+            path = write_ablation_summary(root, ablation)
     typer.echo(str(path))
 
 

@@ -55,6 +55,15 @@ class TaskPaths:
 
     root: Path
     dataset: str
+    #: A named run inside the dataset's model and report folders (e.g. ``ablation/bi``, one
+    #: arm of the mask ablation), so that runs of the same data never overwrite each other.
+    run: str = ""
+
+    @property
+    def models(self) -> Path:
+        """``models/<dataset>[/<run>]``: the run's pretraining and fine-tuned checkpoints."""
+        base = self.root / "models" / self.dataset
+        return base / self.run if self.run else base
 
     @property
     def index(self) -> Path:
@@ -70,16 +79,17 @@ class TaskPaths:
 
     @property
     def pretrained(self) -> Path:
-        return self.root / "models" / self.dataset / "pretrain" / "final"
+        return self.models / "pretrain" / "final"
 
     def model_dir(self, task: str) -> Path:
-        return self.root / "models" / self.dataset / task
+        return self.models / task
 
     def finetuned(self, task: str) -> Path:
         return self.model_dir(task) / "final"
 
     def reports(self, task: str) -> Path:
-        return self.root / "reports" / self.dataset / task
+        base = self.root / "reports" / self.dataset
+        return (base / self.run if self.run else base) / task
 
 
 def require_checkpoint(path: Path, hint: str = "") -> Path:
@@ -492,6 +502,16 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def pretraining_mask(checkpoint: Path) -> str | None:
+    """The attention mask the checkpoint was pretrained with (``attention_mask_type`` of its
+    ``config.json``; fine-tuning keeps the pretraining config). Recorded in every metrics.json
+    so that a table comparing masks can check which pretraining each number comes from."""
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("attention_mask_type")
+
+
 def metrics_document(
     task: str,
     dataset: str,
@@ -509,6 +529,7 @@ def metrics_document(
         "task": task,
         "dataset": dataset,
         "checkpoint": str(checkpoint),
+        "pretraining_mask": pretraining_mask(checkpoint),
         "split": settings.split,
         "metrics": {name: stats["value"] for name, stats in boot.items()},
         "bootstrap": {
