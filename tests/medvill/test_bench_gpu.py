@@ -81,7 +81,7 @@ def test_flop_count_is_per_sample_and_covers_the_encoder_training_flops():
 def test_attention_flag_names_known_backends():
     assert parse_backends("reference, sdpa_bool") == ["reference", "sdpa_bool"]
     with pytest.raises(argparse.ArgumentTypeError, match="comma list of"):
-        parse_backends("reference,flex")
+        parse_backends("reference,flash")
     with pytest.raises(argparse.ArgumentTypeError):
         parse_backends(" , ")
 
