@@ -149,6 +149,23 @@ def loader_rate(
     return count / (time.perf_counter() - start), first
 
 
+def samples_per_cpu_second(
+    index: Path, tokenizer: object, batch: int, dataset_class: type[PretrainShards]
+) -> float:
+    """One epoch in this process on one thread, as one worker runs it, per CPU-second used:
+    what a worker delivers on a core of its own, whatever else loads a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # DataLoader workers run torch on one thread
+    try:
+        cpu = time.process_time()
+        loader_rate(index, tokenizer, 0, True, batch, dataset_class)
+        seconds = time.process_time() - cpu
+    finally:
+        torch.set_num_threads(threads)
+    samples = read_index(index, "train").total // batch * batch  # whole batches only
+    return samples / seconds
+
+
 def finish_ms_per_sample(batch: dict[str, Any], repeats: int = 3) -> float:
     """CPU time per sample of ``model_images`` (what the device does per micro-batch)."""
     start = time.perf_counter()
@@ -191,27 +208,38 @@ def pairs_timing(rows_count: int) -> None:
 
 
 def compare_loaders(
-    index: Path, tokenizer: object, workers: int, batch: int, rounds: int
+    index: Path, tokenizer: object, workers: int, batch: int, rounds: int, cpu_time: bool
 ) -> dict[str, Any]:
     """Both loader variants, alternating (ABBA order) for ``rounds`` rounds; medians."""
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    per_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     finish: list[float] = []
     for r in range(rounds):
         order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
         for name in order:
             rate, first = loader_rate(index, tokenizer, workers, True, batch, VARIANTS[name])
             rates[name].append(rate)
+            if cpu_time:
+                per_cpu[name].append(samples_per_cpu_second(index, tokenizer, batch,
+                                                            VARIANTS[name]))  # fmt: skip
             if name == "uint8 + device":
                 finish.append(finish_ms_per_sample(first[0]))
+            cpu_note = f", {per_cpu[name][-1]:7.1f} per CPU-second" if cpu_time else ""
             print(f"loader, {workers} worker(s), round {r + 1}, {name:>16}: {rate:7.1f} samples/s"
-                  f" (512², batch {batch})", flush=True)  # fmt: skip
+                  f"{cpu_note} (512², batch {batch})", flush=True)  # fmt: skip
     result: dict[str, Any] = {"workers": workers, "rounds": rounds, "batch_size": batch}
     for name, values in rates.items():
         per_worker = statistics.median(values) / max(workers, 1)
         result[name] = {"samples_per_s": values, "per_worker_median": per_worker,
                         "projected_16_workers": 16 * per_worker}  # fmt: skip
         print(f"loader, {workers} worker(s), {name:>16}: median {per_worker:6.1f} samples/s per "
-              f"worker → {16 * per_worker:7.0f} on 16 workers (target 1,500)")  # fmt: skip
+              f"worker (wall) → {16 * per_worker:7.0f} on 16 workers (target 1,500)")  # fmt: skip
+        if cpu_time:
+            capacity = statistics.median(per_cpu[name])
+            result[name].update(samples_per_cpu_second=per_cpu[name],
+                                projected_16_cores=16 * capacity)  # fmt: skip
+            print(f"loader, {name:>16}: median {capacity:6.1f} samples per CPU-second → "
+                  f"{16 * capacity:7.0f} on 16 workers with a core each")  # fmt: skip
     new, old = (statistics.median(rates[n]) for n in VARIANTS)
     result["speedup"] = new / old
     result["finish_on_cpu_ms_per_sample"] = statistics.median(finish)
@@ -228,6 +256,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pairs-rows", type=int, default=4000)
+    parser.add_argument(
+        "--no-cpu-time",
+        action="store_true",
+        help="skip the in-process CPU-time measurement (samples per CPU-second)",
+    )
     parser.add_argument("--json", type=Path, help="also write the loader results here")
     args = parser.parse_args()
     pairs_timing(args.pairs_rows)
@@ -243,7 +276,11 @@ def main() -> None:
         )
         order_timing(index)
         for workers in (int(w) for w in args.workers.split(",")):
-            results.append(compare_loaders(index, tokenizer, workers, args.batch_size, args.rounds))
+            results.append(
+                compare_loaders(
+                    index, tokenizer, workers, args.batch_size, args.rounds, not args.no_cpu_time
+                )
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {"samples": args.samples, "cpu_count": os.cpu_count(), "loaders": results}
