@@ -236,7 +236,7 @@ def time_training(
     return steps * batch["images"].shape[0] / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
@@ -257,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         default=["auto"],
         help=f"comma list of attention backends to time, from {ATTENTION_BACKENDS}",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     profile = profile_section(load_params(args.params), args.profile)
     config = config_from_profile(profile, VOCAB)
     cuda = torch.cuda.is_available()

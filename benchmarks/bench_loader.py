@@ -249,7 +249,7 @@ def compare_loaders(
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--workers", default="1", help="comma list of worker counts")
@@ -262,7 +262,11 @@ def main() -> None:
         help="skip the in-process CPU-time measurement (samples per CPU-second)",
     )
     parser.add_argument("--json", type=Path, help="also write the loader results here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     pairs_timing(args.pairs_rows)
 
     from medvill.tokenizer import build_tokenizer
