@@ -307,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     results.update(device=name, precision=precision.name, torch=torch.__version__,
                    peak_tflops=peak / 1e12, tflop_per_sample=flops / 1e12,
                    agreement={})  # fmt: skip
-    for backend, difference in backend_agreement(model, small, args.attention, precision).items():
+    for backend in args.attention:
+        try:
+            difference = backend_agreement(model, small, [backend], precision)[backend]
+        except Exception as error:  # reported, and its timed runs will say more
+            results["agreement"][backend] = repr(error)
+            print(f"attention {backend} vs reference: FAILED {error!r}")
+            continue
         verdict = "ok" if difference <= AGREEMENT_TOLERANCE else "MISMATCH"
         results["agreement"][backend] = difference
         print(f"attention {backend} vs reference: max |Δ| {difference:.2e} in the encoder "
@@ -326,7 +332,15 @@ def main(argv: list[str] | None = None) -> int:
                 dropout = 0.0
             set_attention_dropout(model, dropout)
             torch.cuda.reset_peak_memory_stats(device)
-            rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+            try:
+                rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+            except Exception as error:  # one backend's failure (compile, OOM) keeps the others
+                model.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                print(f"{backend:>18} {mode:>8}: FAILED {error!r}", flush=True)
+                results["runs"].append({"backend": backend, "mode": mode, "error": repr(error)})
+                write_results(args.json, results)
+                continue
             mfu = rate * flops / peak
             memory = torch.cuda.max_memory_allocated(device) / 2**30
             print(

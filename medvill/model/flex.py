@@ -123,6 +123,11 @@ def flex_attention_forward(
         )
     if query.device.type == "cuda":
         out = _compiled_flex()(query, key, value, block_mask=attention_mask, scale=scaling)
+    elif torch.is_grad_enabled() and query.requires_grad:
+        raise ValueError(
+            "attention backend 'flex' runs forward only on the CPU (PyTorch has no FlexAttention "
+            "backward there): train with 'sdpa_bool' on the CPU, or use 'flex' under no_grad"
+        )
     else:  # unfused reference implementation: PyTorch warns that it is not fast, as known
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "flex_attention called without torch.compile")

@@ -87,6 +87,10 @@ def test_training_with_attention_dropout_is_refused_and_switching_restores_sdpa(
     assert resolve_attention_backend("flex", model.bert) == "flex"
     with pytest.raises(ValueError, match="'flex' cannot train with attention dropout \\(0.1\\)"):
         model(batch["images"], batch["text_ids"], batch["text_valid"], batch["visual_cells"])
+    for layer in model.bert.encoder.layer:  # without dropout: the CPU has no flex backward
+        layer.attention.self.dropout.p = 0.0
+    with pytest.raises(ValueError, match="'flex' runs forward only on the CPU"):
+        model(batch["images"], batch["text_ids"], batch["text_valid"], batch["visual_cells"])
     model.set_attention_backend("sdpa_bool")
     assert model.bert.config._attn_implementation == "sdpa"
     assert resolve_attention_backend("auto", model.bert) == "sdpa_bool"
