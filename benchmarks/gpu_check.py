@@ -210,6 +210,9 @@ def run_command(command: list[str], log: Any, timeout: float, env: dict[str, str
         process.wait()
         log.write(f"timed out after {timeout:.0f} s\n")
         return "timeout"
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): take the command's group along
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
 
 
 def run_section(section: Section, out: Path, deadline: float, env: dict[str, str]) -> dict:
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    # SIGTERM (e.g. an outer timeout) unwinds like Ctrl-C, so the running command is killed too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"cuda": torch.cuda.is_available(), "sections": {}}
     if not summary["cuda"] and not args.allow_cpu:
