@@ -68,8 +68,8 @@ def write_params(source: Path, target: Path, n_images: int) -> None:
     precision, but a few steps, a small global batch and 8 loader workers."""
     params = yaml.safe_load(source.read_text(encoding="utf-8"))
     params["synthetic"]["n_images"] = n_images
-    # task files name images relative to this; the model commands run with --root there
-    params["pairs"]["image_root"] = str(target.parent.resolve())
+    # task and VQA files name images relative to this; the model commands run with --root there
+    params["pairs"]["image_root"] = params["vqa"]["image_root"] = str(target.parent.resolve())
     train = params["pretrain"]["profiles"]["paper"]["train"]
     train.update(epochs=2, max_steps=4, global_batch_size=64, max_micro_batch_size=32,
                  num_workers=8, shuffle_buffer=256, save_every_steps=1000,

@@ -100,6 +100,7 @@ def test_params_for_the_short_runs_pass_every_check(tmp_path):
     assert EvalSettings.from_params(params).bootstrap_ci_resamples == 200
     assert params["synthetic"]["n_images"] == 400
     assert params["pairs"]["image_root"] == str(tmp_path)  # = the model commands' --root
+    assert params["vqa"]["image_root"] == str(tmp_path)
     model = profile_section(params, "paper")["model"]  # the paper's shapes are untouched
     assert (model["image_size"], model["num_sampled_visual"], model["max_text_tokens"]) == (
         512, 180, 253,
