@@ -8,7 +8,8 @@ CI has no GPU; a session that gets one runs this once and reads ``$OUT``. Sectio
 
 1. ``env``: torch, CUDA, the GPU's name, ``nvidia-smi``;
 2. ``bench_gpu``: ``benchmarks/bench_gpu.py`` at the paper's shapes, eager then compiled, with
-   every attention backend (eager runs first, so a compile that overruns keeps them);
+   every attention backend (eager runs first, so a compile that overruns keeps them; compiled
+   runs in the order default ``sdpa_bool``, ``flex``, then the others, as time allows);
 3. ``prep``: a small synthetic corpus (``--n-images``) through the whole data pipeline and the
    tokenizer, in a work folder under ``$OUT``;
 4. ``pretrain``: a short real ``medvill pretrain --profile paper`` on it (paper model shapes,
@@ -110,7 +111,7 @@ def plan(out: Path, python: str, n_images: int, loader_samples: int) -> list[Sec
                     "--warmup",
                     "2",
                     "--attention",
-                    "reference,sdpa_bool,sdpa_compute_dtype,flex",
+                    "sdpa_bool,flex,sdpa_compute_dtype,reference",
                     "--json",
                     str(out / "bench_gpu.json"),
                 ]
