@@ -1,11 +1,14 @@
 """Pretraining throughput on the GPU at the paper's shapes, and how close it is to the chip.
 
     python benchmarks/bench_gpu.py [--batch-size 128] [--steps 10] [--warmup 3] [--no-compile]
-                                   [--attention auto,reference,sdpa_bool,sdpa_compute_dtype]
+                                   [--attention auto,reference,sdpa_bool,sdpa_compute_dtype,flex]
+                                   [--attention-dropout P] [--json PATH]
 
 Synthetic batches of the paper profile (512² images, 180 of 256 visual features, 253 report
 tokens + [SEP], 15 % MLM, half the pairs unmatched), bf16 autocast (fp16 + GradScaler where
-bf16 is missing: the trainer's policy), fused AdamW, one optimizer step per batch. Prints, for
+bf16 is missing: the trainer's policy), fused AdamW, one optimizer step per batch; each timed
+step starts, as the trainer's, from the loader's 8-bit images and crop boxes
+(``medvill.imagebatch.model_images`` on the GPU). Prints, for
 eager and ``torch.compile``: samples/s, TFLOP per sample (forward + backward, counted by
 PyTorch's FLOP counter on the real model, not estimated), model FLOP utilisation against the
 bf16 matmul peak this script measures first on the same GPU (8192³), and peak memory.
@@ -19,14 +22,21 @@ Without CUDA it says so and exits 0 (CI runs it that way).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.nn.attention.flex_attention import BlockMask
+from transformers.models.bert.modeling_bert import BertSelfAttention
 
 from medvill.config import MedViLLConfig, config_from_profile, load_params, profile_section
+from medvill.data import random_resized_crop_params
 from medvill.device import policy_for
+from medvill.imagebatch import model_images
 from medvill.model.encoder import ATTENTION_BACKENDS, attention_mask_for
 from medvill.model.medvill import MedViLLForPretraining
 
@@ -57,8 +67,16 @@ def synthetic_batch(
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     inputs = torch.where(chosen, torch.full_like(ids, config.mask_token_id), ids)
     cells = torch.randperm(config.num_visual_features, generator=g)[: config.num_sampled_visual]
+    size = config.image_size
+    boxes = [random_resized_crop_params(size, size, rng, (0.8, 1.1), (3 / 4, 4 / 3))
+             for rng in [np.random.default_rng([seed, i]) for i in range(batch_size)]]  # fmt: skip
     batch = {
-        "images": torch.randn(batch_size, 3, config.image_size, config.image_size, generator=g),
+        "images": torch.randn(batch_size, 3, size, size, generator=g),
+        # what the loader ships: 8-bit grey pixels and crop boxes, finished in the step
+        "image_sources": torch.randint(
+            0, 256, (batch_size, 1, size, size), generator=g, dtype=torch.uint8
+        ),
+        "crop_boxes": torch.tensor(boxes),
         "text_ids": inputs,
         "text_valid": valid,
         "visual_cells": torch.sort(cells).values,
@@ -66,7 +84,11 @@ def synthetic_batch(
         "mlm_labels": labels,
         "irm_labels": torch.arange(batch_size) % 2,
     }
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    on_host = ("crop_boxes",)  # read by the host, as in the trainer
+    return {
+        k: v.to(device) if isinstance(v, torch.Tensor) and k not in on_host else v
+        for k, v in batch.items()
+    }
 
 
 def parse_backends(text: str) -> list[str]:
@@ -91,7 +113,22 @@ def mask_bytes(
     k = batch["visual_cells"].shape[0]
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         mask = attention_mask_for(kind, k, batch["text_valid"], concrete, torch.float32)
+    if isinstance(mask, BlockMask):  # tile tables + the (B, S) key validity its rules read
+        tables = [v for v in vars(mask).values() if isinstance(v, torch.Tensor)]
+        seq = k + 2 + batch["text_valid"].shape[1]
+        return (
+            sum(t.numel() * t.element_size() for t in tables) + batch["text_valid"].shape[0] * seq
+        )
     return mask.numel() * mask.element_size()
+
+
+def set_attention_dropout(model: MedViLLForPretraining, probability: float) -> float:
+    """Set the dropout on BERT's attention probabilities; returns the previous value."""
+    layers = [m for m in model.medvill.bert.modules() if isinstance(m, BertSelfAttention)]
+    before = layers[0].dropout.p
+    for layer in layers:
+        layer.dropout.p = probability
+    return before
 
 
 AGREEMENT_TOLERANCE = 8e-3  # bf16 tolerance, as tests/medvill/test_attention_backends.py
@@ -176,8 +213,11 @@ def time_training(
     scaler = precision.scaler()
 
     def one_step() -> None:
+        images = model_images(batch["image_sources"], batch["crop_boxes"],
+                              batch["images"].shape[-1], torch.channels_last,
+                              precision.dtype)  # fmt: skip
         with precision.autocast():
-            loss = loss_of(step_model, batch)
+            loss = loss_of(step_model, {**batch, "images": images})
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if scaler is not None:
             scaler.step(optimizer)
@@ -196,7 +236,7 @@ def time_training(
     return steps * batch["images"].shape[0] / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
@@ -205,12 +245,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        help="dropout on the attention probabilities for every timed run (default: the "
+        "profile's; 'flex' always runs at 0, as FlexAttention has none)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here too (after each run)")
+    parser.add_argument(
         "--attention",
         type=parse_backends,
         default=["auto"],
         help=f"comma list of attention backends to time, from {ATTENTION_BACKENDS}",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     profile = profile_section(load_params(args.params), args.profile)
     config = config_from_profile(profile, VOCAB)
     cuda = torch.cuda.is_available()
@@ -221,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attention {backend}: mask {size / 2**20:.1f} MiB per forward pass at batch "
               f"{args.batch_size} under {amp} autocast")  # fmt: skip
     del shapes
+    results: dict[str, Any] = {"cuda": cuda, "batch_size": args.batch_size,
+                               "profile": args.profile, "runs": []}  # fmt: skip
     if not cuda:
         print("bench_gpu: no CUDA device on this machine; nothing to measure (run it on a GPU).")
+        write_results(args.json, results)
         return 0
 
     device = torch.device("cuda", 0)
@@ -250,22 +304,62 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("eager", model)]
     if not args.no_compile:
         modes.append(("compiled", torch.compile(model)))
-    for backend, difference in backend_agreement(model, small, args.attention, precision).items():
+    results.update(device=name, precision=precision.name, torch=torch.__version__,
+                   peak_tflops=peak / 1e12, tflop_per_sample=flops / 1e12,
+                   agreement={})  # fmt: skip
+    for backend in args.attention:
+        try:
+            difference = backend_agreement(model, small, [backend], precision)[backend]
+        except Exception as error:  # reported, and its timed runs will say more
+            results["agreement"][backend] = repr(error)
+            print(f"attention {backend} vs reference: FAILED {error!r}")
+            continue
         verdict = "ok" if difference <= AGREEMENT_TOLERANCE else "MISMATCH"
+        results["agreement"][backend] = difference
         print(f"attention {backend} vs reference: max |Δ| {difference:.2e} in the encoder "
               f"output ({verdict}, tolerance {AGREEMENT_TOLERANCE})")  # fmt: skip
-    for backend in args.attention:
-        model.medvill.set_attention_backend(backend)
-        for mode, step_model in modes:
+    write_results(args.json, results)
+    profile_dropout = set_attention_dropout(model, 0.0)
+    # eager runs of every backend first: a later compile that overruns a time limit then
+    # loses only compiled numbers
+    for mode, step_model in modes:
+        for backend in args.attention:
+            model.medvill.set_attention_backend(backend)
+            dropout = profile_dropout if args.attention_dropout is None else args.attention_dropout
+            if backend == "flex" and dropout > 0:
+                print(f"attention flex: attention dropout 0 (the others: {dropout}); "
+                      "FlexAttention has none")  # fmt: skip
+                dropout = 0.0
+            set_attention_dropout(model, dropout)
             torch.cuda.reset_peak_memory_stats(device)
-            rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+            try:
+                rate = time_training(model, step_model, batch, precision, args.steps, args.warmup)
+            except Exception as error:  # one backend's failure (compile, OOM) keeps the others
+                model.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                print(f"{backend:>18} {mode:>8}: FAILED {error!r}", flush=True)
+                results["runs"].append({"backend": backend, "mode": mode, "error": repr(error)})
+                write_results(args.json, results)
+                continue
             mfu = rate * flops / peak
             memory = torch.cuda.max_memory_allocated(device) / 2**30
             print(
                 f"{backend:>18} {mode:>8}: {rate:8.1f} samples/s  "
                 f"{rate * flops / 1e12:6.1f} TFLOP/s  MFU {mfu:.2f}  peak memory {memory:.1f} GiB"
-            )
+                f"  (attention dropout {dropout})", flush=True,
+            )  # fmt: skip
+            results["runs"].append({"backend": backend, "mode": mode, "samples_per_s": rate,
+                                    "mfu": mfu, "peak_memory_gib": memory,
+                                    "attention_dropout": dropout})  # fmt: skip
+            write_results(args.json, results)
     return 0
+
+
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
+    """The results so far as JSON (rewritten after each run, so a timeout keeps them)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
 """Loader throughput at the paper's shapes, and the retrieval pair builder at scale.
 
-    python benchmarks/bench_loader.py [--samples 512] [--workers 0,2,4] [--pairs-rows 4000]
+    python benchmarks/bench_loader.py [--samples 512] [--workers 1] [--rounds 3]
+                                      [--pairs-rows 4000] [--json PATH]
 
 Writes synthetic paper-shape shards to a temporary folder (512² grey JPEGs like the images
 stage's, a report, the json member; members.parquet and index.json as the shards stage
 writes them), trains a small offline WordPiece vocabulary on the reports, then times the
 pretraining loader (micro-batch 32, 512² random resized crops, 180 of 256 visual cells, 15 %
-MLM) for each worker count, with the member index and with tar-header scans. The GPU needs
-about 1,150 samples/s at the issue's target: compare the rate per worker with that.
+MLM) for each worker count, two ways, interleaved round by round so that load from other jobs
+on a shared machine hits both alike:
+
+* ``uint8 + device``: the loader as it is — workers decode to 8-bit pixels and draw the crop
+  box; the crop-resize and normalisation run on the training device
+  (``medvill.imagebatch.model_images``; timed separately on this CPU for the record);
+* ``float in workers``: the former loader, whose workers also did that float work and sent
+  3 × 512² float32 per sample (the same batches, bit for bit, built in the worker).
+
+Reports samples/s per worker and the projection to 16 workers (linear: each worker is one
+process on its own core). The GPU needs about 1,150 samples/s at the issue's target.
 
 Also times building one epoch's sample order (what every stream does before decoding) from
 the member index vs tar headers, and one epoch of retrieval training pairs (``--pairs-rows``
@@ -20,14 +30,27 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from medvill.data import LoaderSettings, PretrainShards, make_loader, read_index, text_spec_for
+from medvill.data import (
+    LoaderSettings,
+    PretrainShards,
+    batch_generator,
+    make_loader,
+    read_index,
+    text_spec_for,
+)
+from medvill.imagebatch import model_images, stack_sources
+from medvill.model.masks import resolve_mask_type
 from pipeline.members import MEMBERS_FILE, write_member_index
 from pipeline.shards import write_shard
 
@@ -70,19 +93,85 @@ def write_shards(root: Path, samples: int, per_shard: int = 128, size: int = 512
     return root / "index.json"
 
 
+class FloatInWorkers(PretrainShards):
+    """The loader before the image work moved to the device: each worker finished every
+    image to a normalised (3, size, size) float32 tensor and the batch carried those."""
+
+    def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
+        out = super()._process(sample, counters)
+        sources = stack_sources([out.pop("image")])
+        out["image"] = model_images(sources, [out.pop("box")], self.settings.image_size)[0]
+        return out
+
+    def _collate(self, samples: list[dict[str, Any]], step: int) -> dict[str, Any]:
+        s = self.settings
+        generator = batch_generator(s.seed, self.epoch, step)
+        cells = torch.randperm(s.grid_cells, generator=generator)[: s.num_sampled_visual]
+        return {
+            "keys": [x["key"] for x in samples],
+            "images": torch.stack([x["image"] for x in samples]),
+            "text_ids": torch.from_numpy(np.stack([x["text_ids"] for x in samples])),
+            "text_valid": torch.from_numpy(np.stack([x["text_valid"] for x in samples])),
+            "mlm_labels": torch.from_numpy(np.stack([x["mlm_labels"] for x in samples])),
+            "irm_labels": torch.tensor([x["irm_label"] for x in samples], dtype=torch.long),
+            "visual_cells": torch.sort(cells).values,
+            "mask_type": resolve_mask_type(s.mask_type, generator, s.s2s_probability),
+            "step": step,
+        }
+
+
+VARIANTS = {"uint8 + device": PretrainShards, "float in workers": FloatInWorkers}
+
+
 def loader_rate(
-    index: Path, tokenizer: object, workers: int, use_members: bool, batch: int
-) -> float:
+    index: Path,
+    tokenizer: object,
+    workers: int,
+    use_members: bool,
+    batch: int,
+    dataset_class: type[PretrainShards] = PretrainShards,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Samples/s of one epoch through the DataLoader, and its first batch (for finishing)."""
     shards = read_index(index, "train")
     if not use_members:
         shards = type(shards)(shards.files, shards.samples, None)
     settings = LoaderSettings(batch_size=batch, num_workers=workers, shuffle_buffer=256,
                               image_size=512, grid_cells=256, num_sampled_visual=180)  # fmt: skip
-    dataset = PretrainShards(shards, tokenizer, text_spec_for(tokenizer, 253, False), settings)
+    dataset = dataset_class(shards, tokenizer, text_spec_for(tokenizer, 253, False), settings)
     dataset.set_epoch(0)
+    first: list[dict[str, Any]] = []
+    count = 0
     start = time.perf_counter()
-    count = sum(len(b["keys"]) for b in make_loader(dataset, 0))
-    return count / (time.perf_counter() - start)
+    for b in make_loader(dataset, 0):
+        count += len(b["keys"])
+        if not first:
+            first.append(b)
+    return count / (time.perf_counter() - start), first
+
+
+def samples_per_cpu_second(
+    index: Path, tokenizer: object, batch: int, dataset_class: type[PretrainShards]
+) -> float:
+    """One epoch in this process on one thread, as one worker runs it, per CPU-second used:
+    what a worker delivers on a core of its own, whatever else loads a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # DataLoader workers run torch on one thread
+    try:
+        cpu = time.process_time()
+        loader_rate(index, tokenizer, 0, True, batch, dataset_class)
+        seconds = time.process_time() - cpu
+    finally:
+        torch.set_num_threads(threads)
+    samples = read_index(index, "train").total // batch * batch  # whole batches only
+    return samples / seconds
+
+
+def finish_ms_per_sample(batch: dict[str, Any], repeats: int = 3) -> float:
+    """CPU time per sample of ``model_images`` (what the device does per micro-batch)."""
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model_images(batch["image_sources"], batch["crop_boxes"], batch["image_size"])
+    return (time.perf_counter() - start) / repeats / len(batch["keys"]) * 1000
 
 
 def order_timing(index: Path, repeats: int = 5) -> None:
@@ -118,17 +207,71 @@ def pairs_timing(rows_count: int) -> None:
         print(f"retrieval pairs, {rows_count} rows: scan    {time.perf_counter() - start:.3f} s")
 
 
-def main() -> None:
+def compare_loaders(
+    index: Path, tokenizer: object, workers: int, batch: int, rounds: int, cpu_time: bool
+) -> dict[str, Any]:
+    """Both loader variants, alternating (ABBA order) for ``rounds`` rounds; medians."""
+    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    per_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    finish: list[float] = []
+    for r in range(rounds):
+        order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+        for name in order:
+            rate, first = loader_rate(index, tokenizer, workers, True, batch, VARIANTS[name])
+            rates[name].append(rate)
+            if cpu_time:
+                per_cpu[name].append(samples_per_cpu_second(index, tokenizer, batch,
+                                                            VARIANTS[name]))  # fmt: skip
+            if name == "uint8 + device":
+                finish.append(finish_ms_per_sample(first[0]))
+            cpu_note = f", {per_cpu[name][-1]:7.1f} per CPU-second" if cpu_time else ""
+            print(f"loader, {workers} worker(s), round {r + 1}, {name:>16}: {rate:7.1f} samples/s"
+                  f"{cpu_note} (512², batch {batch})", flush=True)  # fmt: skip
+    result: dict[str, Any] = {"workers": workers, "rounds": rounds, "batch_size": batch}
+    for name, values in rates.items():
+        per_worker = statistics.median(values) / max(workers, 1)
+        result[name] = {"samples_per_s": values, "per_worker_median": per_worker,
+                        "projected_16_workers": 16 * per_worker}  # fmt: skip
+        print(f"loader, {workers} worker(s), {name:>16}: median {per_worker:6.1f} samples/s per "
+              f"worker (wall) → {16 * per_worker:7.0f} on 16 workers (target 1,500)")  # fmt: skip
+        if cpu_time:
+            capacity = statistics.median(per_cpu[name])
+            result[name].update(samples_per_cpu_second=per_cpu[name],
+                                projected_16_cores=16 * capacity)  # fmt: skip
+            print(f"loader, {name:>16}: median {capacity:6.1f} samples per CPU-second → "
+                  f"{16 * capacity:7.0f} on 16 workers with a core each")  # fmt: skip
+    new, old = (statistics.median(rates[n]) for n in VARIANTS)
+    result["speedup"] = new / old
+    result["finish_on_cpu_ms_per_sample"] = statistics.median(finish)
+    print(f"loader, {workers} worker(s): uint8 + device is {new / old:.2f}× the former loader; "
+          f"model_images on this CPU: {statistics.median(finish):.2f} ms per sample (a GPU "
+          "does it in the training step)")  # fmt: skip
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--workers", default="0,2")
+    parser.add_argument("--workers", default="1", help="comma list of worker counts")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pairs-rows", type=int, default=4000)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-cpu-time",
+        action="store_true",
+        help="skip the in-process CPU-time measurement (samples per CPU-second)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the loader results here")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     pairs_timing(args.pairs_rows)
 
     from medvill.tokenizer import build_tokenizer
 
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         index = write_shards(root / "shards", args.samples)
@@ -137,11 +280,15 @@ def main() -> None:
         )
         order_timing(index)
         for workers in (int(w) for w in args.workers.split(",")):
-            for use_members in (True, False):
-                rate = loader_rate(index, tokenizer, workers, use_members, args.batch_size)
-                source = "member index" if use_members else "header scan "
-                print(f"loader, {workers:2d} workers, {source}: {rate:7.1f} samples/s "
-                      f"(512², batch {args.batch_size})")  # fmt: skip
+            results.append(
+                compare_loaders(
+                    index, tokenizer, workers, args.batch_size, args.rounds, not args.no_cpu_time
+                )
+            )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"samples": args.samples, "cpu_count": os.cpu_count(), "loaders": results}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from medvill.data import (
     read_index,
     text_spec_for,
 )
+from medvill.imagebatch import model_images
 from medvill.model.medvill import MedViLLForPretraining
 from medvill.pretrain import Paths, TrainSettings
 from medvill.tokenizer import load_tokenizer, tokenizer_ids
@@ -48,7 +49,8 @@ def train_rate(model: MedViLLForPretraining, batches: list[dict], steps: int) ->
     for i in range(steps + 1):
         batch = batches[i % len(batches)]
         start = time.perf_counter()
-        out = model(batch["images"], batch["text_ids"], batch["text_valid"],
+        images = model_images(batch["image_sources"], batch["crop_boxes"], batch["image_size"])
+        out = model(images, batch["text_ids"], batch["text_valid"],
                     batch["visual_cells"], batch["mask_type"], batch["mlm_labels"],
                     batch["irm_labels"])  # fmt: skip
         out.loss.backward()

@@ -12,8 +12,10 @@ Pipeline per loader worker (open_clip-style, ``log_and_continue`` on corrupt sam
    each stream then reads the bytes of its own samples only;
 5. decode — only ``jpg``/``png`` (PIL), ``txt`` (UTF-8) and ``json`` members are read, other
    members are never loaded, nothing is ever unpickled —, IRM pairing, tokenisation, MLM masking,
-   image augmentation, each driven by an RNG seeded from (seed, epoch, sample key), so a sample
-   is processed identically whichever worker or rank gets it;
+   the random crop box, each driven by an RNG seeded from (seed, epoch, sample key), so a sample
+   is processed identically whichever worker or rank gets it. Images leave the worker as 8-bit
+   grey pixels with their crop box (``image_sources``, ``crop_boxes``); the trainer crops,
+   resizes and normalises them on its device (:func:`medvill.imagebatch.model_images`);
 6. batching, with one visual-feature subset and (for Bi & S2S) one mask type per global
    mini-batch, seeded by (seed, epoch, optimizer step).
 
@@ -39,8 +41,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.transforms.v2 import functional as TF
 
+from medvill.imagebatch import CropBox, full_box, model_images, stack_sources
 from medvill.model.heads import IGNORE_INDEX
 from medvill.model.masks import resolve_mask_type
 from medvill.shardreader import MemberReader, sample_refs
@@ -48,8 +50,6 @@ from pipeline.members import ShardContents, read_member_index
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_MEMBERS = ("jpg", "png")
 T = TypeVar("T")
 #: The only shard members the loaders ever read.
@@ -182,6 +182,31 @@ def random_resized_crop_params(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def decode_grey(data: bytes, size: int) -> np.ndarray:
+    """Image bytes → its 8-bit grey pixels (H, W), the part of the image work the loader
+    workers do. JPEGs are decoded at reduced scale when the target ``size`` is at most half
+    the stored size (the demo's 128² from 512² shards)."""
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format == "JPEG" and min(img.size) >= 2 * size:
+            img.draft("L", (size, size))
+        grey = img.convert("L")
+        return np.asarray(grey, dtype=np.uint8).copy()
+
+
+def crop_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator | None,
+    scale: tuple[float, float] = (0.8, 1.1),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> CropBox:
+    """The region that becomes the model input: a random resized crop drawn from ``rng``
+    (pretraining augmentation), or the whole image without one."""
+    if rng is None:
+        return full_box(height, width)
+    return random_resized_crop_params(height, width, rng, scale, ratio)
+
+
 def decode_image(
     data: bytes,
     size: int,
@@ -189,29 +214,16 @@ def decode_image(
     scale: tuple[float, float] = (0.8, 1.1),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> torch.Tensor:
-    """Image bytes → (3, size, size) ImageNet-normalised float tensor.
+    """Image bytes → (3, size, size) ImageNet-normalised float tensor, on the CPU.
 
     Grey is replicated to 3 channels (docs/model.md §2). With ``rng`` (pretraining) a random resized
-    crop to ``size``; without, a plain resize when the stored size differs. JPEGs are decoded
-    at reduced scale when the target is at most half the stored size (the demo's 128² from
-    512² shards), which keeps the loader ahead of the model on CPU.
+    crop to ``size``; without, a plain resize when the stored size differs. The pretraining
+    loader splits this in two — :func:`decode_grey` and :func:`crop_box` in its workers,
+    :func:`medvill.imagebatch.model_images` on the training device — with the same result.
     """
-    with Image.open(io.BytesIO(data)) as img:
-        if img.format == "JPEG" and min(img.size) >= 2 * size:
-            img.draft("L", (size, size))
-        grey = img.convert("L")
-        array = np.asarray(grey, dtype=np.uint8).copy()
-    tensor = torch.from_numpy(array)[None].float().div_(255.0)
-    height, width = array.shape
-    if rng is not None:
-        top, left, h, w = random_resized_crop_params(height, width, rng, scale, ratio)
-        tensor = TF.resized_crop(tensor, top, left, h, w, [size, size], antialias=True)
-    elif (height, width) != (size, size):
-        tensor = TF.resize(tensor, [size, size], antialias=True)
-    tensor = tensor.expand(3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (tensor - mean) / std
+    array = decode_grey(data, size)
+    box = crop_box(*array.shape, rng, scale, ratio)
+    return model_images(stack_sources([array]), [box], size)[0]
 
 
 @dataclass(frozen=True)
@@ -580,13 +592,15 @@ class PretrainShards(IterableDataset):
         )["input_ids"]
         ids, valid = text_block(tokens, self.spec)
         inputs, labels = mask_tokens(ids, valid, self.spec, rng, s.mlm_probability)
+        # The worker stops at the 8-bit pixels and the crop box; the float work runs on the
+        # training device (medvill/imagebatch.py), in the order the RNG was always drawn.
+        image = decode_grey(sample[image_member], s.image_size)
         image_rng = rng if s.augment else None
-        image = decode_image(
-            sample[image_member], s.image_size, image_rng, s.crop_scale, s.crop_ratio
-        )
+        box = crop_box(*image.shape, image_rng, s.crop_scale, s.crop_ratio)
         return {
             "key": key,
             "image": image,
+            "box": box,
             "text_ids": inputs,
             "text_valid": valid,
             "mlm_labels": labels,
@@ -600,7 +614,10 @@ class PretrainShards(IterableDataset):
         mask_type = resolve_mask_type(s.mask_type, generator, s.s2s_probability)
         return {
             "keys": [x["key"] for x in samples],
-            "images": torch.stack([x["image"] for x in samples]),
+            # (B, 1, H, W) uint8 + (B, 4) crop boxes: model_images() finishes them on the device
+            "image_sources": stack_sources([x["image"] for x in samples]),
+            "crop_boxes": torch.tensor([x["box"] for x in samples], dtype=torch.long),
+            "image_size": s.image_size,
             "text_ids": torch.from_numpy(np.stack([x["text_ids"] for x in samples])),
             "text_valid": torch.from_numpy(np.stack([x["text_valid"] for x in samples])),
             "mlm_labels": torch.from_numpy(np.stack([x["mlm_labels"] for x in samples])),

@@ -126,10 +126,21 @@ class PretrainFamily(ABC):
         """Global-batch metrics: ``loss``, every :attr:`loss_names` and :attr:`extra_metrics`."""
 
     def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """Host batch → device batch (override to add host-computed indices first)."""
-        from medvill.device import to_device
+        """Host batch → device batch (override to add host-computed indices first).
 
-        moved = to_device(batch, device)
+        The pretraining loader's 8-bit images (``image_sources`` + host-side ``crop_boxes``,
+        :mod:`medvill.data`) are cropped, resized and normalised here, on ``device``, into
+        ``images``; the crop boxes stay on the host (their sizes shape the kernels).
+        """
+        from medvill.device import to_device
+        from medvill.imagebatch import model_images
+
+        layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        moved = to_device({k: v for k, v in batch.items() if k != "crop_boxes"}, device)
+        if "image_sources" in moved:
+            moved["images"] = model_images(
+                moved.pop("image_sources"), batch["crop_boxes"], batch["image_size"], layout
+            )
         if device.type == "cuda" and "images" in moved:
             moved["images"] = moved["images"].contiguous(memory_format=torch.channels_last)
         return moved

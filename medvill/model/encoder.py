@@ -19,20 +19,24 @@ How that mask reaches the attention is the *attention backend* (docs/model.md §
   again in every layer, and SDPA's memory-efficient kernel turns a boolean mask into a float
   one in every layer too; this variant does neither. Which is fastest is for
   ``benchmarks/bench_gpu.py --attention`` to say on the GPU. SDPA only, like ``sdpa_bool``.
+* ``flex``: FlexAttention with a block mask (medvill/model/flex.py): no dense mask at all,
+  empty 128 × 128 tiles skipped. BERT's attention function is switched to ``medvill_flex``
+  while it is chosen. FlexAttention has no attention dropout, so training needs
+  ``attention_probs_dropout_prob: 0`` (else the first training forward pass says so), and on the
+  CPU it runs forward only.
 * ``auto``: ``sdpa_bool`` when BERT runs SDPA attention, else ``reference``.
-
-FlexAttention block masks are not offered: transformers' flex integration refuses attention
-dropout (BERT trains with 0.1), so it could serve inference only.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import BertModel
 
+from medvill.model.flex import FLEX_IMPLEMENTATION, block_mask_for, block_mask_from_dense
 from medvill.model.masks import build_mask, to_additive, to_sdpa_bool
 
-ATTENTION_BACKENDS = ("auto", "reference", "sdpa_bool", "sdpa_compute_dtype")
+ATTENTION_BACKENDS = ("auto", "reference", "sdpa_bool", "sdpa_compute_dtype", "flex")
 
 
 def resolve_attention_backend(backend: str, bert: BertModel) -> str:
@@ -46,6 +50,14 @@ def resolve_attention_backend(backend: str, bert: BertModel) -> str:
             f"unknown attention backend {backend!r}; expected one of {ATTENTION_BACKENDS}"
         )
     implementation = bert.config._attn_implementation
+    if backend == "flex" or implementation == FLEX_IMPLEMENTATION:
+        if backend != "flex" or implementation != FLEX_IMPLEMENTATION:
+            raise ValueError(
+                f"attention backend {backend!r} with BERT attention {implementation!r}: choose "
+                "backends with MedViLLModel.set_attention_backend(), which switches BERT to "
+                f"{FLEX_IMPLEMENTATION!r} for 'flex' and back"
+            )
+        return backend
     if backend == "auto":
         return "sdpa_bool" if implementation == "sdpa" else "reference"
     if backend != "reference" and implementation != "sdpa":
@@ -65,14 +77,21 @@ def compute_dtype(device: torch.device, tensor_dtype: torch.dtype) -> torch.dtyp
 
 def attention_mask_for(
     mask_type: str, num_visual: int, text_valid: torch.Tensor, backend: str, dtype: torch.dtype
-) -> torch.Tensor:
-    """The (B, 1, S, S) mask BERT is handed under a concrete backend (see the module doc)."""
+) -> torch.Tensor | BlockMask:
+    """The (B, 1, S, S) mask BERT is handed under a concrete backend (see the module doc); under
+    ``flex`` a block mask built from the mask rules, without the dense matrix."""
+    if backend == "flex":
+        return block_mask_for(mask_type, num_visual, text_valid)
     return format_mask(build_mask(mask_type, num_visual, text_valid), backend, dtype)
 
 
-def format_mask(allowed: torch.Tensor, backend: str, dtype: torch.dtype) -> torch.Tensor:
+def format_mask(
+    allowed: torch.Tensor, backend: str, dtype: torch.dtype
+) -> torch.Tensor | BlockMask:
     """A (B, S, S) boolean "may attend" mask in the form a concrete backend hands to BERT;
     ``dtype`` is the embeddings' (the reference additive mask's dtype)."""
+    if backend == "flex":
+        return block_mask_from_dense(allowed)
     if backend == "sdpa_bool":
         return to_sdpa_bool(allowed)
     if backend == "reference":

@@ -27,6 +27,7 @@ from transformers.utils import ModelOutput
 from medvill.config import MedViLLConfig, hub_source
 from medvill.model.embeddings import VisualBackbone, VisualProjection, _host_reachable, joint_inputs
 from medvill.model.encoder import encode, resolve_attention_backend
+from medvill.model.flex import FLEX_IMPLEMENTATION
 from medvill.model.heads import IGNORE_INDEX, BertPreTrainingHeads, irm_loss, mlm_loss
 from medvill.model.masks import resolve_mask_type
 
@@ -92,7 +93,7 @@ class MedViLLModel(MedViLLPreTrainedModel):
     """The joint encoder; ``forward`` returns a :class:`MedViLLModelOutput`.
 
     ``attention_backend`` says how the mask reaches BERT's attention (``auto``, ``reference``,
-    ``sdpa_bool`` or ``sdpa_compute_dtype``; medvill/model/encoder.py). It is a run-time
+    ``sdpa_bool``, ``sdpa_compute_dtype`` or ``flex``; medvill/model/encoder.py). It is a run-time
     choice like the precision, not part of the saved config: every backend computes the same
     function.
     """
@@ -107,8 +108,24 @@ class MedViLLModel(MedViLLPreTrainedModel):
 
     def set_attention_backend(self, backend: str) -> None:
         """Choose the attention backend; checked against this BERT's attention now, not at the
-        first batch."""
-        resolve_attention_backend(backend, self.bert)
+        first batch. ``flex`` switches BERT's attention function to FlexAttention's and any
+        other backend switches it back to the one it replaced."""
+        config = self.bert.config
+        current = config._attn_implementation
+        if backend == "flex":
+            wanted = FLEX_IMPLEMENTATION
+        elif current == FLEX_IMPLEMENTATION:
+            wanted = getattr(self, "_attention_before_flex", "sdpa")
+        else:
+            wanted = current
+        config._attn_implementation = wanted
+        try:
+            resolve_attention_backend(backend, self.bert)
+        except ValueError:
+            config._attn_implementation = current  # a refused choice leaves the old one
+            raise
+        if wanted == FLEX_IMPLEMENTATION and current != FLEX_IMPLEMENTATION:
+            self._attention_before_flex = current
         self.attention_backend = backend
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -134,5 +134,5 @@ def test_pretraining_settings_name_a_known_backend() -> None:
     assert TrainSettings.from_dict({"attention_backend": "reference"}).attention_backend == (
         "reference"
     )
-    with pytest.raises(ValueError, match="train.attention_backend 'flex' is not one of"):
-        TrainSettings.from_dict({"attention_backend": "flex"})
+    with pytest.raises(ValueError, match="train.attention_backend 'flash' is not one of"):
+        TrainSettings.from_dict({"attention_backend": "flash"})

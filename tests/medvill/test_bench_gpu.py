@@ -81,7 +81,7 @@ def test_flop_count_is_per_sample_and_covers_the_encoder_training_flops():
 def test_attention_flag_names_known_backends():
     assert parse_backends("reference, sdpa_bool") == ["reference", "sdpa_bool"]
     with pytest.raises(argparse.ArgumentTypeError, match="comma list of"):
-        parse_backends("reference,flex")
+        parse_backends("reference,flash")
     with pytest.raises(argparse.ArgumentTypeError):
         parse_backends(" , ")
 
@@ -115,3 +115,41 @@ def test_backend_agreement_measures_each_backend_against_the_reference():
     bf16 = backend_agreement(model, batch, backends, cpu_bf16)
     assert max(bf16.values()) <= 8e-3
     assert model.training and model.medvill.attention_backend == "sdpa_bool"
+
+
+def test_synthetic_batch_carries_the_loaders_images_for_the_step():
+    """Timed steps start from 8-bit images and host-side crop boxes, as the trainer's do."""
+    config = tiny_config()
+    batch = synthetic_batch(config, 3, torch.device("meta"))
+    assert batch["image_sources"].device.type == "meta"
+    assert batch["image_sources"].dtype == torch.uint8
+    assert batch["image_sources"].shape == (3, 1, 64, 64)
+    boxes = batch["crop_boxes"]
+    assert boxes.device.type == "cpu" and boxes.shape == (3, 4)
+    top, left, h, w = boxes.unbind(1)
+    assert bool(((top + h <= 64) & (left + w <= 64) & (h > 0) & (w > 0)).all())
+
+
+def test_flex_mask_is_tile_tables_not_a_dense_matrix():
+    """At the paper's sequence (S = 436) the flex block mask is a few tile tables plus the
+    (B, S) key validity, against B × S² bytes for the boolean mask."""
+    config = MedViLLConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, backbone="resnet18", image_size=512, num_sampled_visual=180,
+        max_text_tokens=253, max_position_embeddings=512,
+    )  # fmt: skip
+    batch = synthetic_batch(config, 2, torch.device("cpu"))
+    dense = mask_bytes(config, batch, "sdpa_bool", None)
+    flex = mask_bytes(config, batch, "flex", None)
+    assert dense == 2 * 436**2
+    assert 2 * 436 < flex < dense / 100
+    assert parse_backends("flex,sdpa_bool") == ["flex", "sdpa_bool"]
+
+
+def test_attention_dropout_is_set_on_every_layer_and_the_old_value_returned():
+    from benchmarks.bench_gpu import set_attention_dropout
+
+    model = MedViLLForPretraining(tiny_config())
+    assert set_attention_dropout(model, 0.3) == 0.0  # tiny_config has no attention dropout
+    ps = {m.dropout.p for m in model.modules() if type(m).__name__ == "BertSelfAttention"}
+    assert ps == {0.3}

@@ -18,6 +18,7 @@ from medvill.data import (
     text_block,
     text_spec_for,
 )
+from medvill.imagebatch import model_images
 
 
 def make_dataset(tiny_data, rank=0, world=1, **overrides) -> PretrainShards:
@@ -41,6 +42,13 @@ def collect(dataset: PretrainShards, epoch: int = 0, start: int = 0) -> list[dic
     return list(make_loader(dataset, 5))
 
 
+def same_images(a: dict, b: dict) -> bool:
+    """Two batches hold the same images: the same pixels and the same crop boxes."""
+    return torch.equal(a["image_sources"], b["image_sources"]) and torch.equal(
+        a["crop_boxes"], b["crop_boxes"]
+    )
+
+
 def original_text(batch: dict, row: int, tokenizer) -> str:
     ids = batch["text_ids"][row].clone()
     labels = batch["mlm_labels"][row]
@@ -52,7 +60,12 @@ def test_batches_follow_the_layout_and_never_unpickle(tiny_data) -> None:
     batches = collect(make_dataset(tiny_data))
     assert len(batches) == 6  # 12 train samples / 2
     batch = batches[0]
-    assert batch["images"].shape == (2, 3, 64, 64)
+    # 8-bit grey pixels as stored (96², not drafted: 64 > 96 / 2) and one crop box per image
+    assert batch["image_sources"].dtype == torch.uint8
+    assert batch["image_sources"].shape == (2, 1, 96, 96)
+    assert batch["crop_boxes"].shape == (2, 4) and batch["image_size"] == 64
+    images = model_images(batch["image_sources"], batch["crop_boxes"], batch["image_size"])
+    assert images.shape == (2, 3, 64, 64)
     assert batch["text_ids"].shape == batch["mlm_labels"].shape == (2, 17)
     assert batch["visual_cells"].tolist() == sorted(batch["visual_cells"].tolist())
     assert len(batch["visual_cells"]) == 3
@@ -61,8 +74,7 @@ def test_batches_follow_the_layout_and_never_unpickle(tiny_data) -> None:
     assert sorted(keys) == sorted(r[0] for r in tiny_data["records"])  # jpg and png members
     assert not tiny_data["marker"].exists()  # the .pyd member was never unpickled
     # ImageNet normalisation of grey replicated to 3 channels
-    assert torch.allclose(batch["images"][:, 0] * 0.229 + 0.485, batch["images"][:, 1] * 0.224
-                          + 0.456, atol=1e-5)  # fmt: skip
+    assert torch.allclose(images[:, 0] * 0.229 + 0.485, images[:, 1] * 0.224 + 0.456, atol=1e-5)
 
 
 def test_irm_negatives_come_from_a_different_label_set(tiny_data) -> None:
@@ -93,7 +105,8 @@ def test_same_seed_same_batches_other_epoch_other_batches(tiny_data) -> None:
     other = collect(make_dataset(tiny_data), epoch=2)
     for a, b in zip(first, again, strict=True):
         assert a["keys"] == b["keys"] and a["mask_type"] == b["mask_type"]
-        for name in ("images", "text_ids", "mlm_labels", "irm_labels", "visual_cells"):
+        for name in ("image_sources", "crop_boxes", "text_ids", "mlm_labels", "irm_labels",
+                     "visual_cells"):  # fmt: skip
             assert torch.equal(a[name], b[name])
     assert [b["keys"] for b in first] != [b["keys"] for b in other]
 
@@ -105,7 +118,8 @@ def test_ranks_split_the_global_stream(tiny_data) -> None:
     for step, batch in enumerate(single):
         assert batch["keys"] == ranks[0][step]["keys"] + ranks[1][step]["keys"]
         assert torch.equal(batch["visual_cells"], ranks[1][step]["visual_cells"])
-        assert torch.equal(batch["images"][1], ranks[1][step]["images"][0])
+        for name in ("image_sources", "crop_boxes"):
+            assert torch.equal(batch[name][1], ranks[1][step][name][0])
 
 
 def test_resume_skips_consumed_batches_with_workers(tiny_data) -> None:
@@ -116,9 +130,7 @@ def test_resume_skips_consumed_batches_with_workers(tiny_data) -> None:
     for start in (1, 4):
         tail = collect(dataset, epoch=3, start=start)
         assert [b["keys"] for b in tail] == [b["keys"] for b in full[start:]]
-        assert all(
-            torch.equal(a["images"], b["images"]) for a, b in zip(tail, full[start:], strict=True)
-        )
+        assert all(same_images(a, b) for a, b in zip(tail, full[start:], strict=True))
 
 
 def test_rank_schedule_round_robin() -> None:
@@ -194,9 +206,7 @@ def test_member_index_gives_the_same_batches_as_header_scans(tiny_data, tmp_path
     finally:
         tarfile.open = original_open
     assert [b["keys"] for b in indexed] == [b["keys"] for b in reference]
-    assert all(
-        torch.equal(a["images"], b["images"]) for a, b in zip(indexed, reference, strict=True)
-    )
+    assert all(same_images(a, b) for a, b in zip(indexed, reference, strict=True))
 
 
 def test_persistent_workers_follow_set_epoch_and_resume_position(tiny_data) -> None:
