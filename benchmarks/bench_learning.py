@@ -99,8 +99,12 @@ def random_start(work: Path, seed: int) -> Path:
     return out
 
 
-def chance_levels(work: Path, split: str = "test") -> dict[str, float]:
-    """Each headline metric's floor on this corpus's test files, no model (medvill/chance.py)."""
+def chance_levels(
+    work: Path, split: str = "test", image_root: Path | None = None
+) -> dict[str, float]:
+    """Each headline metric's floor on this corpus's test files, no model (medvill/chance.py).
+    ``image_root``: what the vqa stage's image paths are relative to (default ``work``, the
+    folder the pipeline ran in)."""
     from medvill import chance
     from medvill.metrics import vqa_accuracy
     from medvill.tasks.retrieval import DIRECTIONS, read_blocks
@@ -122,7 +126,8 @@ def chance_levels(work: Path, split: str = "test") -> dict[str, float]:
     floors["cls_auroc"] = chance.label_prior_micro_auroc(train, test)
     floors["ce_f1"] = chance.constant_report_ce_f1(train, test)
     vqa = work / "data" / "interim" / DATASET / "vqa"
-    q_train, q_test = VqaFiles.read(vqa, "train", work), VqaFiles.read(vqa, "test", work)
+    root = work if image_root is None else image_root
+    q_train, q_test = VqaFiles.read(vqa, "train", root), VqaFiles.read(vqa, "test", root)
     answered = q_train.targets.max(axis=1) > 0  # answers outside the vocabulary count nowhere
     entries = [e for e, keep in zip(q_train.entries, answered, strict=True) if keep]
     predicted = chance.question_prior_answers(
@@ -136,6 +141,26 @@ def chance_levels(work: Path, split: str = "test") -> dict[str, float]:
     accuracy = vqa_accuracy(q_test.targets, predicted, kinds)
     floors["vqa_closed"], floors["vqa_open"] = accuracy["closed"], accuracy["open"]
     return floors
+
+
+def pretraining_line(work: Path, last: int = 20) -> str:
+    """Did pretraining learn? MLM loss first → last and the IRM accuracy of the last ``last``
+    steps (0.5 = chance: IRM still on its plateau) from the run's metrics.csv."""
+    import csv
+
+    path = work / "models" / DATASET / "pretrain" / "metrics.csv"
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise SystemExit(f"{path}: no pretraining steps logged")
+    tail = rows[-last:]
+    accuracy = sum(float(r["irm_accuracy"]) for r in tail) / len(tail)
+    irm = sum(float(r["irm_loss"]) for r in tail) / len(tail)
+    return (
+        f"pretraining: {rows[-1]['step']} steps, MLM loss {float(rows[0]['mlm_loss']):.2f} → "
+        f"{float(rows[-1]['mlm_loss']):.2f}, IRM loss {irm:.3f} and accuracy {accuracy:.3f} "
+        f"over the last {len(tail)} steps (chance: 0.693, 0.5)"
+    )
 
 
 def headline(metrics_path: Path, task: str) -> dict[str, float]:
@@ -195,6 +220,7 @@ def main() -> None:
         run([*py, "medvill.cli", "tokenizer", "--dataset", DATASET], work)
         run([*py, "medvill.cli", "pretrain", "--dataset", DATASET, "--profile", args.profile],
             work)  # fmt: skip
+    print("  " + pretraining_line(work), flush=True)
     starts = {"pretrained": final, "random": random_start(work, args.seed)}
 
     print("4. fine-tuning and evaluation, twice", flush=True)
