@@ -13,7 +13,10 @@ Steps (each a real command, run in ``--work`` as its own project root):
    each start: ``medvill finetune <task> --pretrained <start> --profile <profile>`` and
    ``medvill evaluate``.
 
-Prints a table and, as the last line,
+Prints a table (with each metric's no-image floor on the same test files, medvill/chance.py:
+label-set retrieval blocks hold about a dozen positives, so a random ranking already has an MRR
+near 0.27, and most questions can be answered from the question alone), a ``chance:`` line
+with those floors and, as the last line,
 ``learnability: cls_auroc=… r2i_mrr=… i2r_mrr=… vqa_closed=… vqa_open=… ce_f1=… bleu4=…
 labeler_f1=… pretrain_gain_tasks=K/4`` (metrics of the pretrained start). Targets (issue 13):
 micro-AUROC ≥ 0.90, MRR ≥ 0.40 both ways, VQA closed ≥ 0.85, CE-F1 ≥ 0.60, labeler F1 ≥ 0.95,
@@ -96,6 +99,70 @@ def random_start(work: Path, seed: int) -> Path:
     return out
 
 
+def chance_levels(
+    work: Path, split: str = "test", image_root: Path | None = None
+) -> dict[str, float]:
+    """Each headline metric's floor on this corpus's test files, no model (medvill/chance.py).
+    ``image_root``: what the vqa stage's image paths are relative to (default ``work``, the
+    folder the pipeline ran in)."""
+    from medvill import chance
+    from medvill.metrics import vqa_accuracy
+    from medvill.tasks.retrieval import DIRECTIONS, read_blocks
+    from medvill.tasks.vqa import VqaFiles, clean_question
+    from pipeline.taskfiles.common import FILE_SPLIT
+    from pipeline.taskfiles.jsonl import read_task_file
+
+    pairs = work / "data" / "interim" / DATASET / "pairs"
+    floors: dict[str, float] = {}
+    for direction, prefix in DIRECTIONS.items():
+        path = pairs / f"{prefix}_Label_{FILE_SPLIT[split]}.jsonl"
+        aligned = [int(row["is_aligned"][0]) for row in read_task_file(path)]
+        blocks = [[aligned[i] for i in block] for block in read_blocks(path, direction)]
+        floors[f"{direction}_mrr"] = chance.retrieval_chance_mrr(blocks)
+    train = chance.label_matrix(r["label"] for r in read_task_file(pairs / "Train.jsonl"))
+    test = chance.label_matrix(
+        r["label"] for r in read_task_file(pairs / f"{FILE_SPLIT[split]}.jsonl")
+    )
+    floors["cls_auroc"] = chance.label_prior_micro_auroc(train, test)
+    floors["ce_f1"] = chance.constant_report_ce_f1(train, test)
+    vqa = work / "data" / "interim" / DATASET / "vqa"
+    root = work if image_root is None else image_root
+    q_train, q_test = VqaFiles.read(vqa, "train", root), VqaFiles.read(vqa, "test", root)
+    answered = q_train.targets.max(axis=1) > 0  # answers outside the vocabulary count nowhere
+    entries = [e for e, keep in zip(q_train.entries, answered, strict=True) if keep]
+    predicted = chance.question_prior_answers(
+        [clean_question(str(e["question"])) for e in entries],
+        q_train.targets[answered].argmax(axis=1).tolist(),
+        [str(e["answer_type"]) for e in entries],
+        [clean_question(str(e["question"])) for e in q_test.entries],
+        [str(e["answer_type"]) for e in q_test.entries],
+    )
+    kinds = [str(e["answer_type"]) for e in q_test.entries]
+    accuracy = vqa_accuracy(q_test.targets, predicted, kinds)
+    floors["vqa_closed"], floors["vqa_open"] = accuracy["closed"], accuracy["open"]
+    return floors
+
+
+def pretraining_line(work: Path, last: int = 20) -> str:
+    """Did pretraining learn? MLM loss first → last and the IRM accuracy of the last ``last``
+    steps (0.5 = chance: IRM still on its plateau) from the run's metrics.csv."""
+    import csv
+
+    path = work / "models" / DATASET / "pretrain" / "metrics.csv"
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise SystemExit(f"{path}: no pretraining steps logged")
+    tail = rows[-last:]
+    accuracy = sum(float(r["irm_accuracy"]) for r in tail) / len(tail)
+    irm = sum(float(r["irm_loss"]) for r in tail) / len(tail)
+    return (
+        f"pretraining: {rows[-1]['step']} steps, MLM loss {float(rows[0]['mlm_loss']):.2f} → "
+        f"{float(rows[-1]['mlm_loss']):.2f}, IRM loss {irm:.3f} and accuracy {accuracy:.3f} "
+        f"over the last {len(tail)} steps (chance: 0.693, 0.5)"
+    )
+
+
 def headline(metrics_path: Path, task: str) -> dict[str, float]:
     values = json.loads(metrics_path.read_text(encoding="utf-8"))["metrics"]
     found: dict[str, float] = {}
@@ -153,6 +220,7 @@ def main() -> None:
         run([*py, "medvill.cli", "tokenizer", "--dataset", DATASET], work)
         run([*py, "medvill.cli", "pretrain", "--dataset", DATASET, "--profile", args.profile],
             work)  # fmt: skip
+    print("  " + pretraining_line(work), flush=True)
     starts = {"pretrained": final, "random": random_start(work, args.seed)}
 
     print("4. fine-tuning and evaluation, twice", flush=True)
@@ -170,9 +238,12 @@ def main() -> None:
             results[start].update(headline(reports / "metrics.json", task))
 
     names = [name for task in TASKS for name, _ in HEADLINE[task]]
-    print(f"\n{'metric':<12}{'pretrained':>12}{'random init':>13}")
+    floors = chance_levels(work)
+    print(f"\n{'metric':<12}{'pretrained':>12}{'random init':>13}{'no-image floor':>16}")
     for name in names:
-        print(f"{name:<12}{results['pretrained'][name]:>12.4f}{results['random'][name]:>13.4f}")
+        floor = f"{floors[name]:>16.4f}" if name in floors else f"{'-':>16}"
+        print(f"{name:<12}{results['pretrained'][name]:>12.4f}{results['random'][name]:>13.4f}"
+              f"{floor}")  # fmt: skip
     task_score = {
         "classification": lambda r: r["cls_auroc"],
         "retrieval": lambda r: (r["r2i_mrr"] + r["i2r_mrr"]) / 2,
@@ -183,6 +254,7 @@ def main() -> None:
         score(results["pretrained"]) > score(results["random"]) for score in task_score.values()
     )
     print(f"wall clock: {time.perf_counter() - started:.0f} s")
+    print("chance: " + " ".join(f"{name}={floors[name]:.3f}" for name in names if name in floors))
     pretrained = results["pretrained"]
     print(
         "learnability: "
