@@ -315,4 +315,11 @@ def load_pretrained_parts(
         origin["visual"] = "imagenet"
     elif not imagenet:
         log.info("visual backbone: random initialisation (imagenet disabled)")
+    if origin["visual"] == "random" and model.config.freeze_stem:
+        # The paper freezes conv1/bn1/layer1 because they hold ImageNet features; frozen at
+        # random values they only pass noise on. Said, not changed: the config is the record.
+        log.warning(
+            "visual backbone starts at random but freeze_stem is true: conv1, bn1 and layer1 "
+            "stay at their random values (set model.freeze_stem: false to train them)"
+        )
     return origin
