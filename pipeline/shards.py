@@ -24,9 +24,12 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import webdataset as wds
 
@@ -34,12 +37,11 @@ from pipeline.datasets import ANNOTATIONS_FILE
 from pipeline.localized.stage import LOCALIZED_COLUMNS
 from pipeline.members import MEMBERS_FILE, write_member_index
 from pipeline.outputs import replace_dir, staging_dir
+from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
-from pipeline.progress import track
 from pipeline.records import (
     CHEXPERT_LABELS,
     read_parquet,
-    require_columns,
     sample_key,
     write_json,
 )
@@ -55,7 +57,9 @@ def _label_value(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def sample_metadata(row: pd.Series, regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def sample_metadata(
+    row: Mapping[str, Any], regions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The ``json`` member of one sample (``regions`` only for datasets with annotations)."""
     meta = {
         "dataset": str(row["dataset"]),
@@ -91,8 +95,7 @@ def localized_regions(paths: DatasetPaths) -> dict[str, list[dict[str, Any]]] | 
             f"{source} does not exist: {paths.name} has localized annotations; run "
             f"`medvill-prep localized --dataset {paths.name}` before the shards stage."
         )
-    table = read_parquet(source)
-    require_columns(table, LOCALIZED_COLUMNS, source)
+    table = read_parquet(source, LOCALIZED_COLUMNS)
     regions: dict[str, list[dict[str, Any]]] = {}
     for row in table.itertuples(index=False):
         regions.setdefault(str(row.image_id), []).append(
@@ -106,7 +109,7 @@ def localized_regions(paths: DatasetPaths) -> dict[str, list[dict[str, Any]]] | 
 
 
 def encode_sample(
-    row: pd.Series,
+    row: Mapping[str, Any],
     image_dir: Path,
     regions: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
@@ -141,6 +144,52 @@ def write_shard(samples: list[dict[str, Any]], path: Path) -> None:
         raise
 
 
+#: Split-table columns a sample is written from (raw report, sections JSON and metadata are
+#: not read: at MIMIC-CXR scale they are most of the table's bytes).
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "image_id",
+    "patient_id",
+    "study_id",
+    "view",
+    "image_path",
+    "split",
+    "chosen_section",
+    "chosen_text",
+    "sentences_json",
+    "findings",
+    "impression",
+    "synthetic_report",
+    *CHEXPERT_LABELS,
+)
+#: What the forked shard writers read: set just before the pool starts, so each worker
+#: inherits the sample table instead of receiving its rows through a pipe.
+_WORKER_INPUT: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One tar to write: its path under the staging folder and its rows [start, stop)."""
+
+    relative: str
+    start: int
+    stop: int
+
+
+def write_job(job: ShardJob) -> int:
+    """Worker: encode rows [start, stop) of the sample table into one tar; returns the count.
+
+    Encoding reads every image file of the shard, which is most of the stage's time, so the
+    shards are written on ``--workers`` processes; each tar's bytes depend only on its rows.
+    """
+    rows = _WORKER_INPUT["rows"].iloc[job.start : job.stop]
+    image_dir, staging = _WORKER_INPUT["image_dir"], _WORKER_INPUT["staging"]
+    regions = _WORKER_INPUT["regions"]
+    samples = [encode_sample(row, image_dir, regions) for row in rows.to_dict("records")]
+    write_shard(samples, staging / job.relative)
+    return len(samples)
+
+
 def task_images(merged: pd.DataFrame, paths: DatasetPaths, run: StageRun) -> pd.DataFrame:
     """Keep the images that stand for a task record in ``<interim>/pairs/records.parquet``.
 
@@ -148,8 +197,7 @@ def task_images(merged: pd.DataFrame, paths: DatasetPaths, run: StageRun) -> pd.
     ``not_task_image`` (another image of the same task record — the study — was chosen).
     """
     pairs_source = paths.stage_dir("pairs") / "records.parquet"
-    pairs = read_parquet(pairs_source)
-    require_columns(pairs, ["image_id", "task_id", "representative"], pairs_source)
+    pairs = read_parquet(pairs_source, ("image_id", "task_id", "representative"))
     task_of = dict(zip(pairs["image_id"].astype(str), pairs["task_id"].astype(str), strict=True))
     chosen = pairs.loc[pairs["representative"].astype(bool)]
     image_of_task = dict(
@@ -186,13 +234,8 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         raise ValueError("shards.samples_per_shard must be ≥ 1")
     split_source = paths.stage_dir("split") / "records.parquet"
     image_source = paths.stage_dir("images") / "records.parquet"
-    records = read_parquet(split_source)
-    images = read_parquet(image_source)
-    require_columns(
-        records, ["image_id", "split", "chosen_text", "sentences_json", *CHEXPERT_LABELS],
-        split_source,
-    )  # fmt: skip
-    require_columns(images, ["image_id", "image_file"], image_source)
+    records = read_parquet(split_source, SAMPLE_COLUMNS)
+    images = read_parquet(image_source, ("image_id", "image_file"))
 
     run = StageRun("shards", paths.name, paths.stage_dir("shards"))
     run.n_in = len(records)
@@ -226,18 +269,35 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     index: dict[str, Any] = {"dataset": paths.name, "splits": {}, "total": 0}
     shard_of_key: dict[str, str] = {}
     image_dir = paths.stage_dir("images")
+    # each split's rows, in key order, one split after the other: a shard is a range of rows
+    split_rows = {
+        split: np.flatnonzero((merged["split"] == split).to_numpy(dtype=bool, na_value=False))
+        for split in SPLITS
+    }
+    by_split = merged.iloc[np.concatenate(list(split_rows.values()))].reset_index(drop=True)
+    jobs: list[ShardJob] = []
+    offset = 0
     for split in SPLITS:
-        rows = merged[merged["split"] == split]
-        shards = []
-        batches = [rows.iloc[i : i + per_shard] for i in range(0, len(rows), per_shard)]
-        for number, batch in enumerate(track(batches, len(batches), f"shards {split}")):
+        total = len(split_rows[split])
+        for number, start in enumerate(range(offset, offset + total, per_shard)):
+            stop = min(start + per_shard, offset + total)
             relative = f"{split}/{SHARD_PATTERN.format(index=number)}"
-            samples = [encode_sample(row, image_dir, regions) for _, row in batch.iterrows()]
-            write_shard(samples, staging / relative)
-            shards.append({"file": relative, "samples": len(samples)})
-            shard_of_key.update(dict.fromkeys(batch["key"], relative))
-        index["splits"][split] = {"shards": shards, "total": len(rows)}
-        index["total"] += len(rows)
+            jobs.append(ShardJob(relative, start, stop))
+            shard_of_key.update(dict.fromkeys(by_split["key"].iloc[start:stop], relative))
+        index["splits"][split] = {"shards": [], "total": total}
+        index["total"] += total
+        offset += total
+    _WORKER_INPUT["rows"] = by_split[[*SAMPLE_COLUMNS, "key", "task_id", "image_file"]]
+    _WORKER_INPUT["image_dir"] = image_dir
+    _WORKER_INPUT["staging"] = staging
+    _WORKER_INPUT["regions"] = regions
+    try:
+        counts = parallel_map(write_job, jobs, workers, "shards", chunksize=1)
+        for job, count in zip(jobs, counts, strict=True):
+            split = job.relative.split("/", 1)[0]
+            index["splits"][split]["shards"].append({"file": job.relative, "samples": count})
+    finally:
+        _WORKER_INPUT.clear()
     all_shards = [s["file"] for split in SPLITS for s in index["splits"][split]["shards"]]
     write_member_index(staging, all_shards)
     index["members"] = MEMBERS_FILE
