@@ -157,21 +157,29 @@ def read_parquet(path: Path, columns: Sequence[str] | None = None) -> pd.DataFra
     :func:`require_columns` does): a stage that needs ids and labels should not hold every
     report text, sections JSON and metadata string of 400k rows.
     """
+    if columns is None:
+        require_table(path, ())
+        return pq.read_table(path).to_pandas()
+    require_table(path, columns)
+    return pq.read_table(path, columns=list(columns)).to_pandas()
+
+
+def require_table(path: Path, columns: Sequence[str]) -> None:
+    """Fail naming the stage to run when ``path`` is missing, or naming the file when it
+    lacks one of ``columns`` (checked on the Parquet schema, no column is read)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: run the stage that writes it first "
             f"(stage '{path.parent.name}')."
         )
-    if columns is None:
-        return pq.read_table(path).to_pandas()
-    present = set(pq.read_schema(path).names)
-    missing = [c for c in columns if c not in present]
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {missing}; was it written by an older medvill "
-            "version? Re-run the upstream stage."
-        )
-    return pq.read_table(path, columns=list(columns)).to_pandas()
+    if columns:
+        present = set(pq.read_schema(path).names)
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; was it written by an older medvill "
+                "version? Re-run the upstream stage."
+            )
 
 
 def dumps_json(value: Any) -> str:
