@@ -64,8 +64,9 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
 def test_stages_in_small_batches_match_one_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The demo through sections → split with 7-row batches: same records, rejects, stats."""
-    stages = ["ingest", "sections", "label", "split"]
+    """The demo through images → split with 7-row batches (the 8-image crop montage spans two
+    batches): same records, rejects, stats, montage."""
+    stages = ["ingest", "images", "sections", "label", "split"]
     outputs = {}
     for batch_rows in (tables.BATCH_ROWS, 7):
         checkout = tmp_path / f"b{batch_rows}"
@@ -84,6 +85,8 @@ def test_stages_in_small_batches_match_one_batch(
         assert json.loads((batched / stage / "stats.json").read_text()) == json.loads(
             (whole / stage / "stats.json").read_text()
         )
+    for name in ("images/crop_montage.png", "split/patients.parquet"):
+        assert (batched / name).read_bytes() == (whole / name).read_bytes()
     assert (batched / "split/patients.parquet").read_bytes() == (
         whole / "split/patients.parquet"
     ).read_bytes()
