@@ -62,6 +62,7 @@ class StageMeasure:
     seconds: float
     peak_pss: int  # bytes, the stage's process tree
     max_rss: int  # bytes, the largest single process
+    cpu_seconds: float = 0.0  # user + system, the stage and its workers
 
 
 def scale_params(raw: Path, output_size: int) -> dict[str, Any]:
@@ -101,8 +102,9 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
-    """Run ``command``; returns wall seconds, peak tree PSS, max single RSS and its output."""
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, int, str, float]:
+    """Run ``command``; returns wall seconds, peak tree PSS, max single RSS, its output and
+    its CPU seconds (user + system, its reaped workers included)."""
     start = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -126,7 +128,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, i
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output[-4000:]}")
-    return seconds, peak, usage.ru_maxrss * 1024, output
+    return seconds, peak, usage.ru_maxrss * 1024, output, usage.ru_utime + usage.ru_stime
 
 
 def measure_size(n_images: int, work: Path, workers: int, output_size: int, seed: int) -> list:
@@ -162,11 +164,11 @@ def measure_size(n_images: int, work: Path, workers: int, output_size: int, seed
             "--params",
             str(params_file),
         ]
-        seconds, pss, rss, _ = run_measured(command, env)
-        measures.append(StageMeasure(stage, n_images, seconds, pss, rss))
+        seconds, pss, rss, _, cpu = run_measured(command, env)
+        measures.append(StageMeasure(stage, n_images, seconds, pss, rss, cpu))
         print(
-            f"  {stage:9s} {seconds:8.1f} s   peak PSS {pss / GB:6.3f} GB   "
-            f"max RSS {rss / GB:6.3f} GB",
+            f"  {stage:9s} {seconds:8.1f} s wall {cpu:8.1f} s CPU   peak PSS {pss / GB:6.3f} GB"
+            f"   max RSS {rss / GB:6.3f} GB",
             flush=True,
         )
     return measures
@@ -181,13 +183,17 @@ def exponent(sizes: list[int], values: list[float]) -> float:
 
 
 def summarise(measures: list[StageMeasure]) -> tuple[list[str], str]:
-    """Table lines per stage and the final ``scale:`` line."""
+    """Table lines per stage and the final ``scale:`` line.
+
+    Exponents are fitted on wall time (the target) and on CPU time, which a machine shared
+    with other jobs disturbs less; peak memory is the larger of tree PSS and max RSS.
+    """
     sizes = sorted({m.n_images for m in measures})
     lines = [
         "stage     "
         + "".join(f"{f'{n:,} s':>11s}" for n in sizes)
         + "".join(f"{f'{n:,} GB':>12s}" for n in sizes)
-        + "  time exp  mem exp"
+        + "  time exp  CPU exp  mem exp"
     ]
     worst, worst_exponent, max_rss = "", -math.inf, 0
     for stage in STAGES:
@@ -196,12 +202,13 @@ def summarise(measures: list[StageMeasure]) -> tuple[list[str], str]:
             continue
         peaks = [max(m.peak_pss, m.max_rss) for m in rows]
         time_exp = exponent(sizes, [m.seconds for m in rows])
+        cpu_exp = exponent(sizes, [m.cpu_seconds for m in rows])
         mem_exp = exponent(sizes, [float(p) for p in peaks])
         lines.append(
             f"{stage:10s}"
             + "".join(f"{m.seconds:11.1f}" for m in rows)
             + "".join(f"{p / GB:12.3f}" for p in peaks)
-            + f"  {time_exp:8.2f}  {mem_exp:7.2f}"
+            + f"  {time_exp:8.2f}  {cpu_exp:7.2f}  {mem_exp:7.2f}"
         )
         if not math.isnan(time_exp) and time_exp > worst_exponent:
             worst, worst_exponent = stage, time_exp

@@ -95,8 +95,8 @@ def test_peak_memory_of_a_child_is_measured(tmp_path: Path) -> None:
     """A child that holds 300 MB is reported at ≥ 300 MB (tree PSS and wait4's max RSS)."""
     script = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
     script += "time.sleep(0.6)"
-    seconds, pss, rss, _ = run_measured([sys.executable, "-c", script], env={})
-    assert seconds >= 0.6
+    seconds, pss, rss, _, cpu = run_measured([sys.executable, "-c", script], env={})
+    assert seconds >= 0.6 and 0 < cpu < seconds
     assert pss >= 300 * 2**20 and rss >= 300 * 2**20
     with pytest.raises(SystemExit, match="failed"):
         run_measured([sys.executable, "-c", "raise SystemExit(3)"], env={})
@@ -107,7 +107,7 @@ def test_exponents_and_summary_line() -> None:
     assert exponent(sizes, [2.0, 8.0, 32.0]) == pytest.approx(1.0)
     assert exponent(sizes, [1.0, 16.0, 256.0]) == pytest.approx(2.0)
     measures = [
-        StageMeasure(stage, n, seconds, 2**30 * n // 16000, 2**29)
+        StageMeasure(stage, n, seconds, 2**30 * n // 16000, 2**29, seconds / 2)
         for n in sizes
         for stage, seconds in (("ingest", n / 1000), ("pairs", (n / 1000) ** 1.5))
     ]
