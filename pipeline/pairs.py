@@ -199,9 +199,12 @@ def load_usable(paths: DatasetPaths, run: StageRun) -> pd.DataFrame:
         if problem is not None:
             run.reject(str(row.image_id), *problem)
         keep.append(problem is None)
-    usable = records[pd.Series(keep, index=records.index, dtype=bool)].copy()
+    # Arrow-backed text columns are copied by every filter and sort: one frame at a time
+    usable = records[pd.Series(keep, index=records.index, dtype=bool)]
+    del records
+    usable = usable.sort_values("image_id", kind="stable").reset_index(drop=True)
     usable["image_file"] = [files[str(i)] for i in usable["image_id"]]
-    return usable.sort_values("image_id", kind="stable").reset_index(drop=True)
+    return usable
 
 
 def view_rank(views: pd.Series) -> np.ndarray:
@@ -251,8 +254,8 @@ def task_records(
     else:
         task_ids = [str(i) for i in usable["image_id"]]
     usable = usable.assign(task_id=task_ids, view_rank=view_rank(usable["view"]))
-    ordered = usable.sort_values(["task_id", "view_rank"], kind="stable")
-    first = ordered.drop_duplicates("task_id", keep="first")
+    ordered = usable[["task_id", "view_rank"]].sort_values(["task_id", "view_rank"], kind="stable")
+    first = usable.loc[ordered.drop_duplicates("task_id", keep="first").index]
     images_of = usable.groupby("task_id", sort=True)["img"].agg(tuple)
     labels = label_sets(first[list(CHEXPERT_LABELS)].to_numpy(dtype="float64", na_value=np.nan))
     records = [
