@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -45,7 +46,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scale_tree import write_tree
+from benchmarks.scale_tree import TreeSummary
 from pipeline.cli import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,17 @@ def measure_size(n_images: int, work: Path, workers: int, output_size: int, seed
     root = work / f"n{n_images}"
     shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
-    summary = write_tree(root / "raw", n_images, seed)
+    # in its own process: a child forked from a process holding the tree's 400k rows would
+    # inherit that peak in wait4's ru_maxrss (the kernel keeps it across exec)
+    script = str(REPO / "benchmarks/scale_tree.py")
+    written = subprocess.run(
+        [sys.executable, script, str(root / "raw"), str(n_images), str(seed)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    summary = TreeSummary(**json.loads(written.stdout))
     print(
         f"\nN={n_images:,}: tree written in {time.perf_counter() - start:.1f} s "
         f"({summary.studies:,} studies, {summary.patients:,} patients, "

@@ -360,3 +360,19 @@ def write_tree(root: Path, n_images: int, seed: int = 0) -> TreeSummary:
         reports_missing=counts["missing"],
         reports_empty=counts["empty"],
     )
+
+
+def main() -> None:
+    """``python benchmarks/scale_tree.py ROOT N_IMAGES [SEED]``: write a tree, print its
+    summary as JSON (bench_scale.py runs this in its own process, see there)."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    root, n_images = Path(sys.argv[1]), int(sys.argv[2])
+    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    print(json.dumps(asdict(write_tree(root, n_images, seed))))
+
+
+if __name__ == "__main__":
+    main()
