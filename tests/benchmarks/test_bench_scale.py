@@ -16,7 +16,7 @@ from benchmarks.bench_scale import StageMeasure, exponent, run_measured, scale_p
 from benchmarks.scale_tree import CHEXPERT, METADATA, METADATA_COLUMNS, SPLIT, write_tree
 from pipeline.cli import STAGES, run_stages
 
-N_IMAGES = 600
+N_IMAGES = 400
 
 
 def _csv(path: Path) -> pd.DataFrame:
