@@ -80,7 +80,10 @@ OutOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int,
-    typer.Option(help="Worker processes for CPU-bound stages (images, label). Default: all cores."),
+    typer.Option(
+        help="Worker processes for CPU-bound stages (images, sections, label, shards). "
+        "Default: all cores."
+    ),
 ]
 ParamsOpt = Annotated[Path, typer.Option(help="Parameter file.")]
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline import tables
 from pipeline.imaging.decode import (
     DEFAULT_MAX_PIXELS,
     Decoded,
@@ -45,8 +47,14 @@ from pipeline.imaging.resize import (
 from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
 from pipeline.rawfiles import RawInputError, read_regular_file, resolve_under
-from pipeline.records import INGEST_COLUMNS, atomic_write_bytes, read_parquet, require_columns
+from pipeline.records import (
+    INGEST_COLUMNS,
+    atomic_write_bytes,
+    read_parquet,
+    require_table,
+)
 from pipeline.stage import StageRun
+from pipeline.tables import FrameWriter, iter_frames, table_rows
 
 STAGE = "images"
 FILES_DIR = "files"
@@ -258,14 +266,16 @@ def _columns(task: Task, result: Prepared, encoded: bytes) -> dict[str, Any]:
     }
 
 
-def file_names(image_ids: list[str], suffix: str) -> dict[str, str]:
+def file_names(image_ids: list[str], suffix: str, used: set[str] | None = None) -> dict[str, str]:
     """A safe, unique file name per id (ids may hold '/', spaces, or differ only in case).
 
     Ids that are already safe keep their name; others — and any name that would collide on a
-    case-insensitive file system — get a short hash of the original id appended.
+    case-insensitive file system — get a short hash of the original id appended. ``used``
+    (case-folded stems already taken) carries the names of earlier batches, so naming batch
+    by batch gives the names naming all ids at once would.
     """
     names: dict[str, str] = {}
-    used: set[str] = set()
+    used = set() if used is None else used
     for image_id in image_ids:
         stem = _SAFE_NAME.sub("_", image_id).lstrip(".")[:120] or "_"
         if stem != image_id or stem.casefold() in used:
@@ -275,27 +285,48 @@ def file_names(image_ids: list[str], suffix: str) -> dict[str, str]:
     return names
 
 
+@dataclass
+class BatchState:
+    """What the images stage carries from one batch to the next: ids and names only."""
+
+    used_names: set[str] = field(default_factory=set)  # case-folded file stems
+    seen_ids: set[str] = field(default_factory=set)
+    tasks: int = 0  # tasks made so far (the first ``montage_count`` feed the montage)
+    written: set[str] = field(default_factory=set)  # output file names of kept records
+    montage_rows: list[pd.DataFrame] = field(default_factory=list)  # first kept records
+    cropped: int = 0
+    scales: Counter[int] = field(default_factory=Counter)
+    formats: Counter[str] = field(default_factory=Counter)
+    kept: int = 0
+
+
 def _tasks(
-    frame: pd.DataFrame, paths: DatasetPaths, settings: ImageSettings, run: StageRun
+    frame: pd.DataFrame,
+    paths: DatasetPaths,
+    settings: ImageSettings,
+    run: StageRun,
+    state: BatchState,
 ) -> list[Task]:
     """One task per distinct image id; repeated ids are rejected (they would share a file)."""
     files_dir = paths.stage_dir(STAGE) / FILES_DIR
     ids = [str(i) for i in frame["image_id"]]
-    names = file_names(list(dict.fromkeys(ids)), settings.format)
-    tasks, seen = [], set()
+    fresh = [i for i in dict.fromkeys(ids) if i not in state.seen_ids]
+    names = file_names(fresh, settings.format, state.used_names)
+    tasks = []
     for image_id, image_path in zip(ids, frame["image_path"], strict=True):
         source = paths.raw / str(image_path)
-        if image_id in seen:
+        if image_id in state.seen_ids:
             run.reject(image_id, "duplicate_image_id", f"{source}: image id {image_id} repeated")
             continue
-        seen.add(image_id)
+        state.seen_ids.add(image_id)
         try:  # ingest checked this too; the raw root or a link may have changed since
             resolve_under(paths.raw, str(image_path))
         except RawInputError as error:
             run.reject(image_id, error.code, f"{source}: {error.message}")
             continue
         name = names[image_id]
-        montage = len(tasks) < settings.montage_count
+        montage = state.tasks < settings.montage_count
+        state.tasks += 1
         tasks.append(
             Task(
                 image_id,
@@ -354,52 +385,84 @@ def montage_items(
     return items
 
 
+def _input_batches(source: Path) -> Iterator[pd.DataFrame]:
+    """The ingest table in image-id order, batch by batch.
+
+    The ingest stage writes it sorted, so it streams as it is; a table in another order (a
+    hand-made one) is read whole and sorted first.
+    """
+    ids = read_parquet(source, ("image_id",))["image_id"]
+    if ids.is_monotonic_increasing:
+        yield from iter_frames(source)
+        return
+    frame = read_parquet(source).sort_values("image_id", kind="stable").reset_index(drop=True)
+    batch = tables.BATCH_ROWS
+    for start in range(0, max(len(frame), 1), batch):
+        yield frame.iloc[start : start + batch]
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Process every ingested image; see the module docstring for the outputs."""
+    """Process every ingested image; see the module docstring for the outputs.
+
+    Records go through in batches of the ingest table (:mod:`pipeline.tables`): the workers
+    process one batch's images, its rows are appended to ``records.parquet``, and only ids,
+    file names and counts are kept across batches.
+    """
     settings = ImageSettings.from_params(params)
     source_table = paths.stage_dir("ingest") / "records.parquet"
-    frame = read_parquet(source_table)
-    require_columns(frame, INGEST_COLUMNS, source_table)
-    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    require_table(source_table, INGEST_COLUMNS)
     out_dir = paths.stage_dir(STAGE)
     run = StageRun(STAGE, paths.name, out_dir)
-    run.n_in = len(frame)
-    tasks = _tasks(frame, paths, settings, run)
-
-    kept: dict[str, dict[str, Any]] = {}
+    run.n_in = table_rows(source_table)
+    state = BatchState()
     ready: dict[str, MontageItem] = {}
-    # one image is ~30 ms of work: single-task chunks cost nothing and leave no idle tail
     progress = f"images ({paths.name})"
-    for outcome in parallel_map(process_one, tasks, workers, progress, chunksize=1):
-        if outcome.columns is None:
-            run.reject(outcome.image_id, outcome.code, outcome.message)
-        else:
-            kept[outcome.image_id] = outcome.columns
-        if outcome.montage is not None:
-            ready[outcome.image_id] = outcome.montage
-    records = _records_frame(frame, kept)
-    _remove_stale(out_dir / FILES_DIR, {Path(f).name for f in records["image_file"]})
-    montage = render_montage(montage_items(records, paths, settings, ready))
+    with FrameWriter(out_dir / "records.parquet") as writer:
+        for frame in _input_batches(source_table):
+            kept: dict[str, dict[str, Any]] = {}
+            tasks = _tasks(frame, paths, settings, run, state)
+            # one image is ~30 ms of work: single-task chunks cost nothing, leave no idle tail
+            for outcome in parallel_map(process_one, tasks, workers, progress, chunksize=1):
+                if outcome.columns is None:
+                    run.reject(outcome.image_id, outcome.code, outcome.message)
+                else:
+                    kept[outcome.image_id] = outcome.columns
+                if outcome.montage is not None:
+                    ready[outcome.image_id] = outcome.montage
+            records = _records_frame(frame, kept)
+            _count(records, settings, state)
+            writer.write(records)
+    _remove_stale(out_dir / FILES_DIR, state.written)
+    montage_rows = pd.concat(state.montage_rows) if state.montage_rows else records.iloc[:0]
+    montage = render_montage(montage_items(montage_rows, paths, settings, ready))
     atomic_write_bytes(out_dir / MONTAGE_FILE, montage)
-    run.extra.update(_summary(records, settings))
-    return run.finish(records)
+    run.extra.update(
+        {
+            "output_size": settings.output_size,
+            "output_format": settings.format,
+            "cropped": state.cropped,
+            "decode_scales": {str(k): v for k, v in sorted(state.scales.items())},
+            "source_formats": dict(sorted(state.formats.items())),
+            "montage_records": min(settings.montage_count, state.kept),
+        }
+    )
+    return run.finish_streamed(writer.rows)
 
 
-def _summary(records: pd.DataFrame, settings: ImageSettings) -> dict[str, Any]:
-    """Deterministic counts for stats.json (how often each decode path and crop happened)."""
+def _count(records: pd.DataFrame, settings: ImageSettings, state: BatchState) -> None:
+    """Add one batch's kept records to the stage totals (stats.json counts, file names, the
+    first ``montage_count`` records for the montage)."""
     cropped = (
         (records["crop_left"] > 0)
         | (records["crop_top"] > 0)
         | (records["crop_right"] < records["source_width"])
         | (records["crop_bottom"] < records["source_height"])
     )
-    scales = Counter(int(s) for s in records["decode_scale"])
-    formats = Counter(str(f) for f in records["source_format"])
-    return {
-        "output_size": settings.output_size,
-        "output_format": settings.format,
-        "cropped": int(cropped.sum()),
-        "decode_scales": {str(k): v for k, v in sorted(scales.items())},
-        "source_formats": dict(sorted(formats.items())),
-        "montage_records": min(settings.montage_count, len(records)),
-    }
+    state.cropped += int(cropped.sum())
+    state.scales.update(int(s) for s in records["decode_scale"])
+    state.formats.update(str(f) for f in records["source_format"])
+    state.written.update(Path(f).name for f in records["image_file"])
+    missing = settings.montage_count - sum(len(r) for r in state.montage_rows)
+    if missing > 0:
+        state.montage_rows.append(records.head(missing))
+    state.kept += len(records)

@@ -22,13 +22,17 @@ import pandas as pd
 from pipeline.params import DatasetPaths
 from pipeline.plots import label_prevalence_figure, save_figure
 from pipeline.rawfiles import read_csv_table
-from pipeline.records import CHEXPERT_LABELS, read_parquet, require_columns
+from pipeline.records import CHEXPERT_LABELS, require_columns, require_table
+from pipeline.sections import text_digest
 from pipeline.stage import StageRun
+from pipeline.tables import FrameWriter, iter_frames, table_rows
 
 BACKENDS = ("chexpert", "chexpert_plus", "csv")
 #: Backends served by the built-in labeler (the rest read a table).
 LABELER_BACKENDS = ("chexpert", "chexpert_plus")
 VALUE_NAMES = {1.0: "positive", 0.0: "negative", -1.0: "uncertain"}
+#: The counts :func:`prevalence` gives per observation, in its order.
+VALUE_KEYS = ("positive", "negative", "uncertain", "blank")
 
 
 def _normalise_id(value: object) -> str:
@@ -83,45 +87,62 @@ def prevalence(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Label ``<interim>/sections/records.parquet`` into ``<interim>/label/``."""
+    """Label ``<interim>/sections/records.parquet`` into ``<interim>/label/``.
+
+    The table is read and written in batches (:mod:`pipeline.tables`); the built-in labeler
+    labels each batch's distinct texts on ``workers`` processes, the csv backend joins each
+    batch with the (small: one row per study) label table.
+    """
     config = params.get("label", {})
     backend = config.get("backend", "chexpert")
     if backend not in BACKENDS:
         raise ValueError(f"label.backend must be one of {BACKENDS}, got '{backend}'")
     source = paths.stage_dir("sections") / "records.parquet"
-    records = read_parquet(source)
     text_column = {"chosen": "chosen_text", "full": "report_text"}[config.get("text", "chosen")]
-    require_columns(records, ["study_id", "image_id", text_column], source)
+    require_table(source, ["study_id", "image_id", text_column])
     run = StageRun("label", paths.name, paths.stage_dir("label"))
-    run.n_in = len(records)
-
-    if backend in LABELER_BACKENDS:
-        labels = labels_from_chexpert(records[text_column].astype(str).tolist(), workers, backend)
-        keep = pd.Series(True, index=records.index)
-        run.extra["labelled_texts"] = int(records[text_column].nunique())
-    else:
+    run.n_in = table_rows(source)
+    table = None
+    if backend not in LABELER_BACKENDS:
         key = config.get("csv_key", "study_id")
         table = read_label_csv(Path(config.get("csv_path", "")), key)
-        ids = records[key].map(_normalise_id)
-        keep = ids.isin(table.index)
-        for image_id, value in zip(records.loc[~keep, "image_id"], ids[~keep], strict=True):
-            run.reject(
-                image_id,
-                "no_labels",
-                f"image {image_id}: {key} {value} has no row in {config.get('csv_path')}",
-            )
-        labels = table.reindex(ids[keep]).reset_index(drop=True)
-
-    kept = records[keep].reset_index(drop=True)
-    out = pd.concat([kept, labels.reset_index(drop=True)], axis=1)
-    out["label_source"] = backend
-    counts = prevalence(out)
+    counts = {label: dict.fromkeys(VALUE_KEYS, 0) for label in CHEXPERT_LABELS}
+    distinct: set[bytes] = set()
+    with FrameWriter(paths.stage_dir("label") / "records.parquet") as writer:
+        for records in iter_frames(source):
+            if table is None:
+                texts = records[text_column].astype(str).tolist()
+                distinct.update(text_digest(t) for t in texts)
+                labels = labels_from_chexpert(texts, workers, backend)
+                keep = pd.Series(True, index=records.index)
+            else:
+                key = config.get("csv_key", "study_id")
+                ids = records[key].map(_normalise_id)
+                keep = ids.isin(table.index)
+                for image_id, value in zip(records.loc[~keep, "image_id"], ids[~keep], strict=True):
+                    run.reject(
+                        image_id,
+                        "no_labels",
+                        f"image {image_id}: {key} {value} has no row in {config.get('csv_path')}",
+                    )
+                labels = table.reindex(ids[keep]).reset_index(drop=True)
+            kept = records[keep].reset_index(drop=True)
+            out = pd.concat([kept, labels.reset_index(drop=True)], axis=1)
+            out["label_source"] = backend
+            for label, values in prevalence(out).items():
+                for name, value in values.items():
+                    counts[label][name] += value
+            writer.write(out)
+    if table is None:
+        run.extra["labelled_texts"] = len(distinct)
     run.extra["backend"] = backend
     run.extra["text"] = text_column
     run.extra["prevalence"] = counts
-    stats = run.finish(out)
+    stats = run.finish_streamed(writer.rows)
     figure = label_prevalence_figure(
-        counts, CHEXPERT_LABELS, f"{paths.name}: CheXpert labels of {len(out)} records ({backend})"
+        counts,
+        CHEXPERT_LABELS,
+        f"{paths.name}: CheXpert labels of {writer.rows} records ({backend})",
     )
     save_figure(figure, paths.stage_dir("label") / "label_prevalence.png")
     return stats

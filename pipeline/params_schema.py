@@ -170,6 +170,21 @@ class ListOf(Spec):
 
 
 @dataclass(frozen=True)
+class BoolOrNames(Spec):
+    """``true``/``false`` for every dataset, or a list of the dataset names it applies to."""
+
+    def describe(self) -> str:
+        return "true, false or a list of dataset names (e.g. [sample])"
+
+    def problems(self, value: Any, where: str) -> list[str]:
+        if isinstance(value, bool):
+            return []
+        if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+            return []
+        return self._expected(value, where)
+
+
+@dataclass(frozen=True)
 class Block(Spec):
     """A mapping with known keys; unknown keys are typos and are refused."""
 
@@ -305,7 +320,14 @@ PIPELINE_SCHEMA: dict[str, Spec] = {
             "retrieval_candidates": Int(2),
         }
     ),
-    "vqa": Block({"json": Str(), "image_dir": Str(), "image_root": Str(nonempty=True)}),
+    "vqa": Block(
+        {
+            "json": Str(),
+            "image_dir": Str(),
+            "image_root": Str(nonempty=True),
+            "synthetic_for_reports": BoolOrNames(),
+        }
+    ),
     "shards": Block({"samples_per_shard": Int(1)}),
     "localized": Block({"mask_threshold": Float(0.01, 1.0)}),
 }

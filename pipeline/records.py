@@ -8,14 +8,15 @@ killed half way leaves either the old output or the new one, never a torn file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -118,6 +119,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only when the ``with`` block ends normally.
+
+    For outputs too large to assemble in memory first (task files of MIMIC-CXR's 200k
+    studies): they are written piece by piece into a temporary file, renamed into place at
+    the end, and removed if anything fails, as :func:`atomic_write_bytes` does.
+    """
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as Parquet atomically, without the pandas index (stable bytes)."""
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
@@ -131,14 +150,36 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         raise
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    """Read a stage table; a missing file names the stage that should have written it."""
+def read_parquet(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a stage table; a missing file names the stage that should have written it.
+
+    ``columns`` reads only those (a missing one is named with the file, as
+    :func:`require_columns` does): a stage that needs ids and labels should not hold every
+    report text, sections JSON and metadata string of 400k rows.
+    """
+    if columns is None:
+        require_table(path, ())
+        return pq.read_table(path).to_pandas()
+    require_table(path, columns)
+    return pq.read_table(path, columns=list(columns)).to_pandas()
+
+
+def require_table(path: Path, columns: Sequence[str]) -> None:
+    """Fail naming the stage to run when ``path`` is missing, or naming the file when it
+    lacks one of ``columns`` (checked on the Parquet schema, no column is read)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: run the stage that writes it first "
             f"(stage '{path.parent.name}')."
         )
-    return pq.read_table(path).to_pandas()
+    if columns:
+        present = set(pq.read_schema(path).names)
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; was it written by an older medvill "
+                "version? Re-run the upstream stage."
+            )
 
 
 def dumps_json(value: Any) -> str:
@@ -148,6 +189,15 @@ def dumps_json(value: Any) -> str:
 
 def write_json(value: Any, path: Path) -> None:
     atomic_write_bytes(path, dumps_json(value).encode("utf-8"))
+
+
+def stream_json(value: Any, path: Path) -> None:
+    """:func:`write_json`'s bytes, encoded and written chunk by chunk (no whole-file string)."""
+    encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False, indent=2)
+    with atomic_writer(path) as handle:
+        for chunk in encoder.iterencode(value):
+            handle.write(chunk.encode("utf-8"))
+        handle.write(b"\n")
 
 
 def sample_key(dataset: str, image_id: str) -> str:

@@ -46,6 +46,7 @@ they only concern 54 MIMIC-CXR v2 studies and would have to be carried as data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 from collections import Counter
@@ -57,9 +58,10 @@ import pandas as pd
 
 from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
-from pipeline.records import INGEST_COLUMNS, read_parquet, require_columns
+from pipeline.records import INGEST_COLUMNS, require_table
 from pipeline.sentences import split_sentences
 from pipeline.stage import StageRun
+from pipeline.tables import FrameWriter, iter_frames, table_rows
 
 __all__ = [
     "CHOSEN_SECTIONS",
@@ -543,32 +545,50 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
 
     Output rows are the input rows in input order with :data:`SECTION_COLUMNS` appended; rows
     whose report gives no text are rejected (id = image id, reason naming the image path and
-    study). Each distinct report text is parsed once, since the images of a study share it.
+    study). The table is read and written in batches (:mod:`pipeline.tables`); each distinct
+    report text of a batch is parsed once, since the images of a study share it.
     stats.json adds the policy, the number of distinct reports and a count per
     ``chosen_section`` (every value listed, zeros included, so the metric's keys are stable).
     """
     policy, fallback = section_params(params)
     source = paths.stage_dir("ingest") / "records.parquet"
-    frame = read_parquet(source)
-    require_columns(frame, INGEST_COLUMNS, source)
+    require_table(source, INGEST_COLUMNS)
     run = StageRun(STAGE, paths.name, paths.stage_dir(STAGE))
-    run.n_in = len(frame)
-
-    texts = ["" if pd.isna(t) else str(t) for t in frame["report_text"].tolist()]
-    unique = sorted(set(texts))
+    run.n_in = table_rows(source)
     parse = partial(parse_report, policy=policy, fallback_full_report=fallback)
-    n_workers = workers if len(unique) >= _PARALLEL_MIN_REPORTS else 1
-    parsed = dict(
-        zip(
-            unique,
-            parallel_map(parse, unique, n_workers, "sections", chunksize=256),
-            strict=True,
-        )
-    )
+    counts: Counter[str] = Counter()
+    distinct: set[bytes] = set()
+    with FrameWriter(paths.stage_dir(STAGE) / "records.parquet") as writer:
+        for frame in iter_frames(source):
+            texts = ["" if pd.isna(t) else str(t) for t in frame["report_text"].tolist()]
+            distinct.update(text_digest(t) for t in texts)
+            unique = sorted(set(texts))
+            n_workers = workers if len(unique) >= _PARALLEL_MIN_REPORTS else 1
+            results = parallel_map(parse, unique, n_workers, "sections", chunksize=256)
+            parsed = dict(zip(unique, results, strict=True))
+            writer.write(_section_rows(frame, texts, parsed, run, counts))
+    run.extra["policy"] = policy
+    run.extra["fallback_full_report"] = fallback
+    run.extra["unique_reports"] = len(distinct)
+    run.extra["chosen_section"] = {name: counts[name] for name in CHOSEN_SECTIONS}
+    return run.finish_streamed(writer.rows)
 
+
+def text_digest(text: str) -> bytes:
+    """16 bytes standing for a report text, to count distinct texts without keeping them."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _section_rows(
+    frame: pd.DataFrame,
+    texts: list[str],
+    parsed: dict[str, ParsedReport],
+    run: StageRun,
+    counts: Counter[str],
+) -> pd.DataFrame:
+    """One batch's kept rows with :data:`SECTION_COLUMNS` appended; rejects go to ``run``."""
     keep: list[bool] = []
     columns: dict[str, list[str]] = {name: [] for name in SECTION_COLUMNS}
-    counts: Counter[str] = Counter()
     for image_id, image_path, study_id, extra, text in zip(
         frame["image_id"],
         frame["image_path"],
@@ -591,8 +611,4 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     records = frame.loc[keep].reset_index(drop=True)
     for name in SECTION_COLUMNS:
         records[name] = pd.Series(columns[name], dtype="string")
-    run.extra["policy"] = policy
-    run.extra["fallback_full_report"] = fallback
-    run.extra["unique_reports"] = len(unique)
-    run.extra["chosen_section"] = {name: counts[name] for name in CHOSEN_SECTIONS}
-    return run.finish(records)
+    return records

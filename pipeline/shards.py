@@ -20,26 +20,29 @@ writer), fixed mtime/owner/mode, so a rerun gives byte-identical shards and DVC 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import tarfile
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import webdataset as wds
 
 from pipeline.datasets import ANNOTATIONS_FILE
 from pipeline.localized.stage import LOCALIZED_COLUMNS
 from pipeline.members import MEMBERS_FILE, write_member_index
 from pipeline.outputs import replace_dir, staging_dir
+from pipeline.parallel import parallel_map
 from pipeline.params import DatasetPaths
-from pipeline.progress import track
 from pipeline.records import (
     CHEXPERT_LABELS,
     read_parquet,
-    require_columns,
     sample_key,
     write_json,
 )
@@ -49,13 +52,16 @@ from pipeline.stage import StageRun
 SHARD_PATTERN = "shard-{index:06d}.tar"
 #: Fixed tar member metadata (2000-01-01T00:00:00Z) for reproducible bytes.
 TAR_MTIME = 946684800.0
+TAR_OWNER = "medvill"
 
 
 def _label_value(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def sample_metadata(row: pd.Series, regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def sample_metadata(
+    row: Mapping[str, Any], regions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The ``json`` member of one sample (``regions`` only for datasets with annotations)."""
     meta = {
         "dataset": str(row["dataset"]),
@@ -91,8 +97,7 @@ def localized_regions(paths: DatasetPaths) -> dict[str, list[dict[str, Any]]] | 
             f"{source} does not exist: {paths.name} has localized annotations; run "
             f"`medvill-prep localized --dataset {paths.name}` before the shards stage."
         )
-    table = read_parquet(source)
-    require_columns(table, LOCALIZED_COLUMNS, source)
+    table = read_parquet(source, LOCALIZED_COLUMNS)
     regions: dict[str, list[dict[str, Any]]] = {}
     for row in table.itertuples(index=False):
         regions.setdefault(str(row.image_id), []).append(
@@ -106,7 +111,7 @@ def localized_regions(paths: DatasetPaths) -> dict[str, list[dict[str, Any]]] | 
 
 
 def encode_sample(
-    row: pd.Series,
+    row: Mapping[str, Any],
     image_dir: Path,
     regions: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
@@ -124,21 +129,78 @@ def encode_sample(
 
 
 def write_shard(samples: list[dict[str, Any]], path: Path) -> None:
-    """Write one tar atomically (temporary file + rename)."""
+    """Write one tar atomically (temporary file + rename).
+
+    Members are written as webdataset's ``TarWriter`` writes them — stream mode, one
+    ``<key>.<ext>`` member per extension in sorted order, mode 0444, owner medvill, fixed
+    mtime — with the standard library alone: importing webdataset imports torch (≈ 0.5 GB in
+    every process), and ``pipeline/`` never imports torch.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as stream:
-            writer = wds.TarWriter(
-                stream, user="medvill", group="medvill", encoder=False, mtime=TAR_MTIME
-            )
+        with os.fdopen(fd, "wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
             for sample in samples:
-                writer.write(sample)
-            writer.close()
+                for extension in sorted(sample):
+                    if extension.startswith("_"):  # __key__ and other metadata
+                        continue
+                    data = sample[extension]
+                    member = tarfile.TarInfo(f"{sample['__key__']}.{extension}")
+                    member.size = len(data)
+                    member.mtime = TAR_MTIME
+                    member.mode = 0o444
+                    member.uname = member.gname = TAR_OWNER
+                    tar.addfile(member, io.BytesIO(data))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: Split-table columns a sample is written from (raw report, sections JSON and metadata are
+#: not read: at MIMIC-CXR scale they are most of the table's bytes).
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "image_id",
+    "patient_id",
+    "study_id",
+    "view",
+    "image_path",
+    "split",
+    "chosen_section",
+    "chosen_text",
+    "sentences_json",
+    "findings",
+    "impression",
+    "synthetic_report",
+    *CHEXPERT_LABELS,
+)
+#: What the forked shard writers read: set just before the pool starts, so each worker
+#: inherits the sample table instead of receiving its rows through a pipe.
+_WORKER_INPUT: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One tar to write: its path under the staging folder and its rows [start, stop)."""
+
+    relative: str
+    start: int
+    stop: int
+
+
+def write_job(job: ShardJob) -> int:
+    """Worker: encode rows [start, stop) of the sample table into one tar; returns the count.
+
+    Encoding reads every image file of the shard, which is most of the stage's time, so the
+    shards are written on ``--workers`` processes; each tar's bytes depend only on its rows.
+    """
+    rows = _WORKER_INPUT["rows"].iloc[job.start : job.stop]
+    image_dir, staging = _WORKER_INPUT["image_dir"], _WORKER_INPUT["staging"]
+    regions = _WORKER_INPUT["regions"]
+    samples = [encode_sample(row, image_dir, regions) for row in rows.to_dict("records")]
+    write_shard(samples, staging / job.relative)
+    return len(samples)
 
 
 def task_images(merged: pd.DataFrame, paths: DatasetPaths, run: StageRun) -> pd.DataFrame:
@@ -148,8 +210,7 @@ def task_images(merged: pd.DataFrame, paths: DatasetPaths, run: StageRun) -> pd.
     ``not_task_image`` (another image of the same task record — the study — was chosen).
     """
     pairs_source = paths.stage_dir("pairs") / "records.parquet"
-    pairs = read_parquet(pairs_source)
-    require_columns(pairs, ["image_id", "task_id", "representative"], pairs_source)
+    pairs = read_parquet(pairs_source, ("image_id", "task_id", "representative"))
     task_of = dict(zip(pairs["image_id"].astype(str), pairs["task_id"].astype(str), strict=True))
     chosen = pairs.loc[pairs["representative"].astype(bool)]
     image_of_task = dict(
@@ -186,17 +247,15 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         raise ValueError("shards.samples_per_shard must be ≥ 1")
     split_source = paths.stage_dir("split") / "records.parquet"
     image_source = paths.stage_dir("images") / "records.parquet"
-    records = read_parquet(split_source)
-    images = read_parquet(image_source)
-    require_columns(
-        records, ["image_id", "split", "chosen_text", "sentences_json", *CHEXPERT_LABELS],
-        split_source,
-    )  # fmt: skip
-    require_columns(images, ["image_id", "image_file"], image_source)
+    records = read_parquet(split_source, SAMPLE_COLUMNS)
+    images = read_parquet(image_source, ("image_id", "image_file"))
 
     run = StageRun("shards", paths.name, paths.stage_dir("shards"))
     run.n_in = len(records)
+    # text columns are Arrow-backed: every filter or sort copies their bytes, so each frame
+    # is dropped as soon as the next one exists (measured: ~2.4 kB per image otherwise)
     merged = records.merge(images[["image_id", "image_file"]], on="image_id", how="left")
+    del records, images
     missing = merged["image_file"].isna()
     for image_id, image_path in zip(
         merged.loc[missing, "image_id"], merged.loc[missing, "image_path"], strict=True
@@ -226,28 +285,50 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     index: dict[str, Any] = {"dataset": paths.name, "splits": {}, "total": 0}
     shard_of_key: dict[str, str] = {}
     image_dir = paths.stage_dir("images")
+    # each split's rows, in key order, one split after the other: a shard is a range of rows
+    split_rows = {
+        split: np.flatnonzero((merged["split"] == split).to_numpy(dtype=bool, na_value=False))
+        for split in SPLITS
+    }
+    by_split = merged.iloc[np.concatenate(list(split_rows.values()))].reset_index(drop=True)
+    by_split = by_split[[*SAMPLE_COLUMNS, "key", "task_id", "image_file"]]
+    manifest = merged[["key", "image_id", "split"]].copy()
+    del merged
+    jobs: list[ShardJob] = []
+    offset = 0
     for split in SPLITS:
-        rows = merged[merged["split"] == split]
-        shards = []
-        batches = [rows.iloc[i : i + per_shard] for i in range(0, len(rows), per_shard)]
-        for number, batch in enumerate(track(batches, len(batches), f"shards {split}")):
+        total = len(split_rows[split])
+        for number, start in enumerate(range(offset, offset + total, per_shard)):
+            stop = min(start + per_shard, offset + total)
             relative = f"{split}/{SHARD_PATTERN.format(index=number)}"
-            samples = [encode_sample(row, image_dir, regions) for _, row in batch.iterrows()]
-            write_shard(samples, staging / relative)
-            shards.append({"file": relative, "samples": len(samples)})
-            shard_of_key.update(dict.fromkeys(batch["key"], relative))
-        index["splits"][split] = {"shards": shards, "total": len(rows)}
-        index["total"] += len(rows)
+            jobs.append(ShardJob(relative, start, stop))
+            shard_of_key.update(dict.fromkeys(by_split["key"].iloc[start:stop], relative))
+        index["splits"][split] = {"shards": [], "total": total}
+        index["total"] += total
+        offset += total
+    _WORKER_INPUT["rows"] = by_split
+    _WORKER_INPUT["image_dir"] = image_dir
+    _WORKER_INPUT["staging"] = staging
+    _WORKER_INPUT["regions"] = regions
+    try:
+        counts = parallel_map(write_job, jobs, workers, "shards", chunksize=1)
+        for job, count in zip(jobs, counts, strict=True):
+            split = job.relative.split("/", 1)[0]
+            index["splits"][split]["shards"].append({"file": job.relative, "samples": count})
+    finally:
+        _WORKER_INPUT.clear()
+    del by_split
     all_shards = [s["file"] for split in SPLITS for s in index["splits"][split]["shards"]]
     write_member_index(staging, all_shards)
     index["members"] = MEMBERS_FILE
     write_json(index, staging / "index.json")
     replace_dir(staging, paths.shards)
 
-    manifest = merged[["key", "image_id", "split"]].copy()
     manifest["shard"] = manifest["key"].map(shard_of_key).astype("string")
     run.extra["shards"] = {s: len(index["splits"][s]["shards"]) for s in SPLITS}
     run.extra["samples"] = {s: index["splits"][s]["total"] for s in SPLITS}
     if regions is not None:
-        run.extra["samples_with_regions"] = int(merged["image_id"].astype(str).isin(regions).sum())
+        run.extra["samples_with_regions"] = int(
+            manifest["image_id"].astype(str).isin(regions).sum()
+        )
     return run.finish(manifest)

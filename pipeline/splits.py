@@ -10,14 +10,16 @@ which other patients exist, so adding new patients never moves existing ones bet
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from pipeline.params import DatasetPaths
-from pipeline.records import read_parquet, require_columns, write_parquet
+from pipeline.records import require_table, write_parquet
 from pipeline.stage import StageRun
+from pipeline.tables import FrameWriter, iter_frames, table_rows
 
 SPLITS = ("train", "valid", "test")
 
@@ -55,8 +57,15 @@ def assign_split(seed: int, patient_id: str, ratios: Mapping[str, float]) -> str
 
 def check_patient_level(frame: pd.DataFrame) -> None:
     """Raise SplitLeakError naming the patients that appear in two splits."""
-    per_patient = frame.groupby("patient_id")["split"].nunique()
-    leaking = per_patient[per_patient > 1].index.tolist()
+    splits_of: dict[str, set[str]] = {}
+    for patient, split in zip(frame["patient_id"], frame["split"], strict=True):
+        splits_of.setdefault(patient, set()).add(split)
+    raise_if_leaking(splits_of)
+
+
+def raise_if_leaking(splits_of: dict[str, set[str]]) -> None:
+    """Raise SplitLeakError when a patient (key) has more than one split (value)."""
+    leaking = sorted(p for p, splits in splits_of.items() if len(splits) > 1)
     if leaking:
         examples = ", ".join(map(str, leaking[:5]))
         raise SplitLeakError(
@@ -67,38 +76,61 @@ def check_patient_level(frame: pd.DataFrame) -> None:
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Assign splits to ``<interim>/label/records.parquet`` → ``<interim>/split/``."""
+    """Assign splits to ``<interim>/label/records.parquet`` → ``<interim>/split/``.
+
+    The table is read and written in batches (:mod:`pipeline.tables`); the patient-level
+    check and the counts keep only ids (patient → splits, studies per split).
+    """
     config = params.get("split", {})
     ratios = validate_ratios(config.get("ratios", {"train": 0.8, "valid": 0.1, "test": 0.1}))
     seed = int(config.get("seed", 123))
     source = paths.stage_dir("label") / "records.parquet"
-    records = read_parquet(source)
-    require_columns(records, ["patient_id", "official_split"], source)
+    require_table(source, ["patient_id", "official_split"])
     run = StageRun("split", paths.name, paths.stage_dir("split"))
-    run.n_in = len(records)
+    run.n_in = table_rows(source)
 
-    official = records["official_split"].fillna("").astype(str)
     use_official = bool(config.get("use_official", True))
-    hashed = records["patient_id"].astype(str).map(lambda p: assign_split(seed, p, ratios))
-    has_official = use_official & official.isin(SPLITS)
-    out = records.copy()
-    out["split"] = official.where(has_official, hashed).astype("string")
-    check_patient_level(out)
+    splits_of: dict[str, set[str]] = {}
+    records_in = dict.fromkeys(SPLITS, 0)
+    studies_in: dict[str, set[str]] = {name: set() for name in SPLITS}
+    official_rows = 0
+    patient_dtype: Any = "string"
+    with FrameWriter(paths.stage_dir("split") / "records.parquet") as writer:
+        for records in iter_frames(source):
+            patient_dtype = records["patient_id"].dtype
+            official = records["official_split"].fillna("").astype(str)
+            hashed = records["patient_id"].astype(str).map(lambda p: assign_split(seed, p, ratios))
+            has_official = use_official & official.isin(SPLITS)
+            out = records.copy()
+            out["split"] = official.where(has_official, hashed).astype("string")
+            official_rows += int(has_official.sum())
+            for patient, study, split in zip(
+                out["patient_id"], out["study_id"], out["split"], strict=True
+            ):
+                splits_of.setdefault(patient, set()).add(split)
+                if split in records_in:
+                    records_in[split] += 1
+                    studies_in[split].add(study)
+            writer.write(out)
+        raise_if_leaking(splits_of)  # before the table is renamed into place
 
-    patients = (
-        out[["patient_id", "split"]].drop_duplicates().sort_values("patient_id", kind="stable")
+    patients = pd.DataFrame(
+        sorted((patient, next(iter(splits))) for patient, splits in splits_of.items()),
+        columns=["patient_id", "split"],
     )
-    write_parquet(patients.reset_index(drop=True), paths.stage_dir("split") / "patients.parquet")
-    run.extra["source"] = "official" if bool(has_official.all()) and len(out) else "hash"
-    run.extra["official_rows"] = int(has_official.sum())
+    patients = patients.astype({"patient_id": patient_dtype, "split": "string"})
+    write_parquet(patients, paths.stage_dir("split") / "patients.parquet")
+    patients_in = Counter(split for _, split in patients.itertuples(index=False))
+    run.extra["source"] = "official" if official_rows == writer.rows and writer.rows else "hash"
+    run.extra["official_rows"] = official_rows
     run.extra["seed"] = seed
     run.extra["ratios"] = ratios
     run.extra["splits"] = {
         name: {
-            "records": int((out["split"] == name).sum()),
-            "patients": int(out.loc[out["split"] == name, "patient_id"].nunique()),
-            "studies": int(out.loc[out["split"] == name, "study_id"].nunique()),
+            "records": records_in[name],
+            "patients": patients_in[name],
+            "studies": len(studies_in[name]),
         }
         for name in SPLITS
     }
-    return run.finish(out)
+    return run.finish_streamed(writer.rows)

@@ -50,14 +50,25 @@ class StageRun:
         VQA set writes several questions per image); ``out_unit`` then names what ``out``
         counts, and stats.json carries no ``reconciled`` claim.
         """
-        n_out, n_rej = len(records), len(self.rejects)
+        return self._finish(len(records), records, reconcile, out_unit)
+
+    def finish_streamed(self, n_out: int) -> dict[str, Any]:
+        """As :meth:`finish` for a stage that wrote ``records.parquet`` itself, batch by batch
+        (:class:`pipeline.tables.FrameWriter`); ``n_out`` is the rows it wrote."""
+        return self._finish(n_out, None, True, "records")
+
+    def _finish(
+        self, n_out: int, records: pd.DataFrame | None, reconcile: bool, out_unit: str
+    ) -> dict[str, Any]:
+        n_rej = len(self.rejects)
         if reconcile and n_out + n_rej != self.n_in:
             raise CountMismatchError(
                 f"{self.stage} ({self.dataset}): {self.n_in} in, but {n_out} out + "
                 f"{n_rej} rejected = {n_out + n_rej}; rows were lost or duplicated."
             )
         seconds = time.perf_counter() - self.started
-        write_parquet(records, self.out_dir / "records.parquet")
+        if records is not None:
+            write_parquet(records, self.out_dir / "records.parquet")
         write_parquet(rejects_frame(self.rejects), self.out_dir / "rejects.parquet")
         reasons: dict[str, int] = {}
         for item in self.rejects:

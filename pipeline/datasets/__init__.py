@@ -17,12 +17,14 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline import tables
 from pipeline.datasets.common import AdapterResult, LayoutError
 from pipeline.localized.annotations import annotations_frame
 from pipeline.params import DatasetPaths, dataset_entries
 from pipeline.rawfiles import UNREADABLE, RawInputError, resolve_under
 from pipeline.records import INGEST_COLUMNS, write_parquet
 from pipeline.stage import StageRun
+from pipeline.tables import FrameWriter
 
 #: Detection / segmentation datasets: images with boxes or masks and no reports. Only the
 #: ingest, images and localized stages apply to them.
@@ -108,49 +110,86 @@ def dataset_views(params: dict[str, Any], name: str) -> list[str]:
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Ingest ``paths.raw`` into ``<interim>/ingest/records.parquet``."""
+    """Ingest ``paths.raw`` into ``<interim>/ingest/records.parquet``.
+
+    Records are checked in image-id order and written in batches (:mod:`pipeline.tables`);
+    each adapter record is dropped once its batch is written, so the adapter's list is the
+    only full copy held.
+    """
     run = StageRun("ingest", paths.name, paths.stage_dir("ingest"))
     result = read_adapter(paths.adapter, paths.raw, params)
     run.n_in = len(result.records) + len(result.rejects)
     run.reject_many(result.rejects)
     views = {v.upper() for v in dataset_views(params, paths.name)}
-
-    kept: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    for record in sorted(result.records, key=lambda r: (r["image_id"], r["image_path"])):
-        image_id, image_path = record["image_id"], record["image_path"]
-        if image_id in seen:
-            run.reject(
-                image_id,
-                "duplicate_image_id",
-                f"{image_path}: image id {image_id} already used by {seen[image_id]}",
-            )
-            continue
-        seen[image_id] = image_path
-        problem = image_problem(paths.raw, image_path)
-        if problem is not None:
-            run.reject(image_id, *problem)
-            continue
-        if views and record["view"].upper() not in views:
-            run.reject(
-                image_id,
-                "view_filtered",
-                f"{image_path}: view '{record['view'] or 'unknown'}' not in ingest.views "
-                f"{sorted(views)}",
-            )
-            continue
-        kept.append({column: record[column] for column in INGEST_COLUMNS} | {"dataset": paths.name})
-
     listed = {r["image_path"] for r in result.records} | result.listed_paths
+    ordered: list[dict[str, Any] | None] = sorted(
+        result.records, key=lambda r: (r["image_id"], r["image_path"])
+    )
+    result.records.clear()
+
+    seen: dict[str, str] = {}
+    synthetic = 0
+    with FrameWriter(paths.stage_dir("ingest") / "records.parquet") as writer:
+        for start in range(0, max(len(ordered), 1), tables.BATCH_ROWS):
+            kept: list[dict[str, Any]] = []
+            for index in range(start, min(start + tables.BATCH_ROWS, len(ordered))):
+                record, ordered[index] = ordered[index], None  # freed once written
+                if record is not None and _keep(record, paths, views, seen, run):
+                    kept.append(
+                        {column: record[column] for column in INGEST_COLUMNS}
+                        | {"dataset": paths.name}
+                    )
+            frame = ingest_frame(kept)
+            synthetic += int(frame["synthetic_report"].sum())
+            writer.write(frame)
+
     unlisted = unlisted_images(paths.raw, listed)
-    frame = pd.DataFrame(kept, columns=list(INGEST_COLUMNS))
-    frame = frame.astype({c: "string" for c in INGEST_COLUMNS if c != "synthetic_report"})
-    frame["synthetic_report"] = frame["synthetic_report"].astype(bool)
     run.extra["views"] = sorted(views)
-    run.extra["synthetic_reports"] = int(frame["synthetic_report"].sum())
+    run.extra["synthetic_reports"] = synthetic
     run.extra["unlisted_files"] = len(unlisted)
     run.extra["unlisted_examples"] = unlisted[:UNLISTED_EXAMPLES]
     annotations = annotations_frame(result.annotations)
     write_parquet(annotations, paths.stage_dir("ingest") / ANNOTATIONS_FILE)
     run.extra["annotations"] = len(annotations)
-    return run.finish(frame)
+    return run.finish_streamed(writer.rows)
+
+
+def _keep(
+    record: dict[str, Any],
+    paths: DatasetPaths,
+    views: set[str],
+    seen: dict[str, str],
+    run: StageRun,
+) -> bool:
+    """Whether ``record`` is kept; a duplicate id, an unusable image or a filtered view
+    becomes a reject of ``run``."""
+    image_id, image_path = record["image_id"], record["image_path"]
+    if image_id in seen:
+        run.reject(
+            image_id,
+            "duplicate_image_id",
+            f"{image_path}: image id {image_id} already used by {seen[image_id]}",
+        )
+        return False
+    seen[image_id] = image_path
+    problem = image_problem(paths.raw, image_path)
+    if problem is not None:
+        run.reject(image_id, *problem)
+        return False
+    if views and record["view"].upper() not in views:
+        run.reject(
+            image_id,
+            "view_filtered",
+            f"{image_path}: view '{record['view'] or 'unknown'}' not in ingest.views "
+            f"{sorted(views)}",
+        )
+        return False
+    return True
+
+
+def ingest_frame(kept: list[dict[str, Any]]) -> pd.DataFrame:
+    """Kept records as the ingest table: ``INGEST_COLUMNS``, strings and one bool column."""
+    frame = pd.DataFrame(kept, columns=list(INGEST_COLUMNS))
+    frame = frame.astype({c: "string" for c in INGEST_COLUMNS if c != "synthetic_report"})
+    frame["synthetic_report"] = frame["synthetic_report"].astype(bool)
+    return frame

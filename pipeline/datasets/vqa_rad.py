@@ -15,9 +15,11 @@ phrase_type``) plus a pickled answer vocabulary and targets. We write the same c
 
 For a ``vqa_rad`` dataset the public release is read (one JSON list plus its image folder), its
 images go through the shared images stage via an ingest-style table, and questions are split by
-``phrase_type`` (``test_*`` → test). For any other dataset (the demo) a small closed/open
-question set is generated from the split records' labels and views; every entry carries
-``"synthetic": true``.
+``phrase_type`` (``test_*`` → test). For a report dataset named in
+``vqa.synthetic_for_reports`` (the demo) a small closed/open question set is generated from
+the split records' labels and views; every entry carries ``"synthetic": true``. Other report
+datasets (MIMIC-CXR, Open-I) get empty VQA files by default: at MIMIC scale the generator
+would write ≈ 1.6 M questions nobody asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.datasets.common import LayoutError, extra_json
 from pipeline.params import DatasetPaths
@@ -92,15 +95,28 @@ class VqaConfig:
     json: str
     image_dir: str
     image_root: Path
+    #: ``true`` (every report dataset), ``false`` (none) or the dataset names that get the
+    #: demo's synthetic questions.
+    synthetic_for_reports: bool | tuple[str, ...] = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VqaConfig:
         block = params.get(STAGE, {}) or {}
+        synthetic = block.get("synthetic_for_reports", False)
         return cls(
             json=str(block.get("json", "")),
             image_dir=str(block.get("image_dir", "")),
             image_root=Path(str(block.get("image_root", "."))),
+            synthetic_for_reports=(
+                synthetic if isinstance(synthetic, bool) else tuple(map(str, synthetic))
+            ),
         )
+
+    def synthetic_questions_for(self, dataset: str) -> bool:
+        """Whether report dataset ``dataset`` gets the generated closed/open questions."""
+        if isinstance(self.synthetic_for_reports, bool):
+            return self.synthetic_for_reports
+        return dataset in self.synthetic_for_reports
 
 
 @dataclass
@@ -494,11 +510,35 @@ def run_synthetic_corpus(paths: DatasetPaths, params: dict[str, Any]) -> dict[st
     return finish_release(paths, config, release, image_files_of(paths), source="synthetic")
 
 
+def run_none(paths: DatasetPaths, params: dict[str, Any]) -> dict[str, Any]:
+    """A report dataset without questions: empty VQA files (the declared outputs exist) and
+    stats saying why. Nothing is read, so ``in`` is 0; ``report_records`` says how many split
+    records the generator would have used."""
+    config = VqaConfig.from_params(params)
+    run = StageRun(STAGE, paths.name, paths.stage_dir(STAGE), n_in=0)
+    split_path = paths.stage_dir("split") / "records.parquet"
+    report_records = pq.ParquetFile(split_path).metadata.num_rows if split_path.is_file() else 0
+    run.extra.update(
+        {
+            "source": "none",
+            "synthetic": False,
+            "skipped": f"{paths.name} is not in vqa.synthetic_for_reports "
+            f"({config.synthetic_for_reports}): no synthetic questions for a report dataset",
+            "report_records": report_records,
+            **write_vqa_files(run.out_dir, [], {}),
+        }
+    )
+    return run.finish(records_frame([], {}))
+
+
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
     """``medvill-prep vqa``: the VQA-RAD release for adapter ``vqa_rad``, the generated
-    questions for adapter ``synthetic``, else a demo set from the labels."""
+    questions for adapter ``synthetic``, a demo set from the labels for the report datasets
+    named in ``vqa.synthetic_for_reports``, else empty files."""
     if paths.adapter == "vqa_rad":
         return run_release(paths, params, workers)
     if paths.adapter == "synthetic":
         return run_synthetic_corpus(paths, params)
-    return run_demo(paths, params)
+    if VqaConfig.from_params(params).synthetic_questions_for(paths.name):
+        return run_demo(paths, params)
+    return run_none(paths, params)

@@ -85,21 +85,32 @@ def sample_negatives(records: Sequence[TaskRecord], k: int, rng: np.random.Gener
     for index, record in enumerate(labelled):
         groups.setdefault(tuple(sorted(record.labels or ())), []).append(index)
     for group in sorted(groups):
-        members = groups[group]
-        outside = np.ones(len(labelled), dtype=bool)
-        outside[members] = False
-        pool = np.flatnonzero(outside)
-        if pool.size == 0:
+        members = np.asarray(groups[group])
+        pool_size = len(labelled) - members.size
+        if pool_size == 0:
             result.no_negative.extend(labelled[i].key for i in members)
             continue
-        replace = pool.size < k
+        replace = pool_size < k
         if replace:
             result.small_pool += len(members)
         for index in members:
-            picks = rng.choice(pool.size, size=k, replace=replace)
+            picks = rng.choice(pool_size, size=k, replace=replace)
             record = labelled[index]
-            result.negatives[record.key] = [str(key) for key in keys[pool[picks]]]
+            result.negatives[record.key] = [str(key) for key in keys[outside_index(members, picks)]]
     return result
+
+
+def outside_index(members: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The ``positions``-th indices (0-based) of ``range(n)`` once sorted ``members`` are
+    taken out, without building that list.
+
+    The pool of a label set is every other labelled record; listing it per label set cost
+    O(label sets × records), quadratic at MIMIC scale (thousands of label sets). Position p
+    lands on p + (number of members at or before it): ``members[j] - j`` counts the
+    non-members before ``members[j]``, so a binary search finds how many members to skip.
+    """
+    gaps = members - np.arange(members.size)
+    return positions + np.searchsorted(gaps, positions, side="right")
 
 
 def irm_table(result: IrmResult) -> pa.Table:

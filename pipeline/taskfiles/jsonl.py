@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.records import atomic_write_bytes
+from pipeline.records import atomic_writer
 from pipeline.taskfiles.common import (
     FILE_SPLIT,
     SPLITS,
@@ -46,8 +46,18 @@ def dumps_lines(lines: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
 
 
-def write_jsonl(path: Path, lines: Iterable[dict[str, Any]]) -> None:
-    atomic_write_bytes(path, dumps_lines(lines))
+def write_jsonl(path: Path, lines: Iterable[dict[str, Any]]) -> int:
+    """Write ``lines`` as :func:`dumps_lines` would, one line at a time; returns the count.
+
+    Streaming keeps memory flat for MIMIC-CXR's task files (a retrieval file is 100 lines
+    per query), instead of building the whole file as one string first.
+    """
+    count = 0
+    with atomic_writer(path) as handle:
+        for line in lines:
+            handle.write((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+            count += 1
+    return count
 
 
 def write_split_files(out_dir: Path, records: Sequence[TaskRecord], style: str) -> dict[str, int]:

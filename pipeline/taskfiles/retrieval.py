@@ -15,8 +15,8 @@ set, ``is_aligned`` would be undefined.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,9 +34,9 @@ RETRIEVAL_KEYS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class RetrievalResult:
-    """The lines of one retrieval file plus its counts for stats.json."""
+    """The counts of one retrieval file for stats.json (its lines go straight to the file)."""
 
-    lines: list[dict[str, Any]] = field(default_factory=list)
+    lines: int = 0
     queries: int = 0
     block_size: int = 0
     short_blocks: int = 0
@@ -48,7 +48,7 @@ class RetrievalResult:
             "requested_block_size": requested,
             "block_size": self.block_size,
             "queries_with_fewer_candidates": self.short_blocks,
-            "lines": len(self.lines),
+            "lines": self.lines,
             "unlabelled_skipped": self.unlabelled_skipped,
         }
 
@@ -69,22 +69,30 @@ def retrieval_line(
     return {key: values[key] for key in RETRIEVAL_KEYS[style]}
 
 
-def build_blocks(
+def iter_blocks(
     records: Sequence[TaskRecord],
     direction: str,
     n_candidates: int,
     style: str,
     rng: np.random.Generator,
-) -> RetrievalResult:
-    """All blocks of one split for ``direction`` (``I2T`` or ``T2I``), queries sorted by id."""
+    result: RetrievalResult,
+) -> Iterator[dict[str, Any]]:
+    """The lines of all blocks of one split for ``direction`` (``I2T`` or ``T2I``), queries
+    sorted by id, one line at a time; ``result`` receives the counts.
+
+    A generator, so the file is written as the lines come: a split of N labelled records
+    gives 100 N lines, and holding them all (MIMIC-CXR's held-out studies, or a hashed 20 %
+    split) would grow memory with N.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown retrieval direction '{direction}'; use I2T or T2I")
     if n_candidates < 2:
         raise ValueError(f"pairs.retrieval_candidates must be >= 2, got {n_candidates}")
     pool = sorted((r for r in records if r.labels is not None), key=lambda r: r.task_id)
-    result = RetrievalResult(unlabelled_skipped=len(records) - len(pool), queries=len(pool))
+    result.unlabelled_skipped = len(records) - len(pool)
+    result.queries = len(pool)
     if not pool:
-        return result
+        return
     block = min(n_candidates, len(pool))
     result.block_size = block
     result.short_blocks = len(pool) if block < n_candidates else 0
@@ -95,8 +103,8 @@ def build_blocks(
         for member in members:
             candidate = pool[int(member)]
             aligned = candidate.labels == query.labels
+            result.lines += 1
             if direction == "T2I":
-                result.lines.append(retrieval_line(candidate, query, aligned, style))
+                yield retrieval_line(candidate, query, aligned, style)
             else:
-                result.lines.append(retrieval_line(query, candidate, aligned, style))
-    return result
+                yield retrieval_line(query, candidate, aligned, style)

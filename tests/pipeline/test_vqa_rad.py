@@ -225,3 +225,35 @@ def test_demo_questions_come_from_labels_and_views_and_are_marked_synthetic(
     rejects = pd.read_parquet(out / "rejects.parquet")
     assert list(rejects["id"]) == ["c3"] and list(rejects["code"]) == ["no_image"]
     assert stats["synthetic"] is True and stats["out"] == 6
+
+
+def test_report_dataset_gets_synthetic_questions_only_when_named(tmp_path: Path) -> None:
+    """vqa.synthetic_for_reports: a MIMIC-scale dataset gets no questions nobody asked for."""
+    paths = vqa_paths(tmp_path, raw=tmp_path / "raw", adapter="mimic_cxr")
+    demo_inputs(paths)
+    out = paths.stage_dir("vqa")
+    for setting in (None, False, ["sample"]):  # absent, off, or naming another dataset
+        block: dict[str, Any] = {"image_root": str(tmp_path)}
+        if setting is not None:
+            block["synthetic_for_reports"] = setting
+        stats = run_stage(paths, {"vqa": block}, workers=1)
+        assert (stats["in"], stats["out"], stats["rejected"]) == (0, 0, 0)
+        assert stats["source"] == "none" and stats["report_records"] == 3
+        assert "vqa_rad is not in vqa.synthetic_for_reports" in stats["skipped"]
+        assert read(out / "trainset.json") == [] and read(out / "testset.json") == []
+        assert read(out / "ans2label.json") == {} and read(out / "image_paths.json") == {}
+        assert len(pd.read_parquet(out / "records.parquet")) == 0
+    for setting in (True, ["vqa_rad"]):
+        block = {"image_root": str(tmp_path), "synthetic_for_reports": setting}
+        stats = run_stage(paths, {"vqa": block}, workers=1)
+        assert stats["source"] == "demo" and stats["out"] == 6
+
+
+def test_synthetic_for_reports_must_be_bool_or_names() -> None:
+    from pipeline.params_schema import validate_params
+
+    base = {"datasets": {"sample": {"adapter": "sample", "raw": "data/sample"}}}
+    validate_params({**base, "vqa": {"synthetic_for_reports": ["sample"]}}, "params.yaml")
+    validate_params({**base, "vqa": {"synthetic_for_reports": False}}, "params.yaml")
+    with pytest.raises(ValueError, match="vqa.synthetic_for_reports"):
+        validate_params({**base, "vqa": {"synthetic_for_reports": "sample"}}, "params.yaml")
