@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.labeler import label_reports, read_reports_csv
 from pipeline.labeler.api import Labeler
-from pipeline.labeler.detect import backend_rules, default_rules, plus_rules
+from pipeline.labeler.detect import backend_rules, default_rules, plus_rules, without_replaced
+from pipeline.labeler.ngrex import load_patterns
+from pipeline.labeler.phrases import DATA_DIR
 from pipeline.records import CHEXPERT_LABELS
 from tests.pipeline.labeler.conftest import FIXTURES
+
+PLUS_DIR = DATA_DIR / "patterns_plus"
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +32,26 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
     assert plus.negation[:77] == base.negation and len(plus.negation) == 90
-    assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
-    assert len(plus.post_negation_uncertainty) == 74
+    # post-negation: the original's 67 less the four "X or / versus Y" rules it narrows, in
+    # their order, then our 7 + 6
+    replaced = load_patterns(PLUS_DIR / "post_negation_uncertainty_replaced.txt")
+    assert len(replaced) == 4 and all(p in base.post_negation_uncertainty for p in replaced)
+    kept = tuple(p for p in base.post_negation_uncertainty if p not in replaced)
+    assert len(kept) == 63 and plus.post_negation_uncertainty[:63] == kept
+    assert len(plus.post_negation_uncertainty) == 63 + 13
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
+
+
+def test_a_replaced_rule_must_be_one_of_the_originals(tmp_path: Path) -> None:
+    base = default_rules().post_negation_uncertainty
+    listed = tmp_path / "replaced.txt"
+    listed.write_text("# comment\n{} > {dependency:/conj:or/} {}\n", encoding="utf-8")
+    assert len(without_replaced(base, listed)) == 66
+    assert without_replaced(base, tmp_path / "absent.txt") == base
+    listed.write_text("{} > {dependency:/conj:nor/} {}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"replaced.txt: 1 listed rule\(s\) are not among"):
+        without_replaced(base, listed)
 
 
 def test_unknown_backend_is_a_clear_error() -> None:
@@ -148,6 +169,45 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Cardiomegaly": 0.0},
         ),
         ("Perihilar haziness suggesting edema.", {"Edema": 1.0}, {"Edema": 1.0}),
+        # alternatives that are both findings of one opacity: present for both (radiologist
+        # convention); any other alternative, or alternatives under a modal, stay uncertain
+        (
+            "Bibasilar atelectasis or scarring.",
+            {"Lung Opacity": -1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": 1.0},
+        ),
+        (
+            "Linear opacity at the right base, scarring versus subsegmental atelectasis.",
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": 1.0},
+        ),
+        (
+            "Patchy left basilar infiltrate or pneumonia.",
+            {"Lung Opacity": -1.0, "Pneumonia": -1.0},
+            {"Lung Opacity": 1.0, "Pneumonia": 1.0},
+        ),
+        ("Right apical pneumothorax or skin fold.", {"Pneumothorax": -1.0}, {"Pneumothorax": -1.0}),
+        (
+            "Blunted costophrenic angle, small effusion or pleural thickening.",
+            {"Pleural Effusion": -1.0, "Pleural Other": -1.0},
+            {"Pleural Effusion": -1.0, "Pleural Other": -1.0},
+        ),
+        ("Vascular congestion or mild edema.", {"Edema": -1.0}, {"Edema": -1.0}),
+        (
+            "Basilar opacity may represent atelectasis or scarring.",
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+        ),
+        (
+            "Opacities could be compatible with atelectasis versus consolidation.",
+            {"Lung Opacity": 1.0, "Consolidation": -1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Consolidation": -1.0, "Atelectasis": -1.0},
+        ),
+        (
+            "No focal consolidation or pneumothorax.",
+            {"Consolidation": 0.0, "Pneumothorax": 0.0},
+            {"Consolidation": 0.0, "Pneumothorax": 0.0},
+        ),
     ],
 )
 def test_plus_differs_only_where_its_rules_fire(
