@@ -202,6 +202,21 @@ def test_unknown_backend_is_a_clear_error() -> None:
         ),
         ("Vascular congestion or mild edema.", {"Edema": -1.0}, {"Edema": -1.0}),
         (
+            "Hazy perihilar opacities, edema or airspace disease.",
+            {"Lung Opacity": -1.0, "Edema": -1.0},
+            {"Lung Opacity": 1.0, "Edema": 1.0},
+        ),
+        (
+            "Mild interstitial edema versus atypical infection.",
+            {"Edema": -1.0, "Pneumonia": -1.0},
+            {"Edema": -1.0, "Pneumonia": -1.0},
+        ),
+        (
+            "Perihilar opacities which may represent scarring or edema.",
+            {"Lung Opacity": 1.0, "Edema": -1.0},
+            {"Lung Opacity": 1.0, "Edema": -1.0},
+        ),
+        (
             "Basilar opacity may represent atelectasis or scarring.",
             {"Lung Opacity": 1.0, "Atelectasis": -1.0},
             {"Lung Opacity": 1.0, "Atelectasis": -1.0},
