@@ -1,4 +1,6 @@
-"""The opt-in ``chexpert_plus`` backend: the original's rules plus ours, never instead of them."""
+"""The opt-in ``chexpert_plus`` backend: the original's rules plus ours, and the few rules and
+phrases of the original it replaces (each listed, checked, and tested with wordings that must not
+change)."""
 
 from __future__ import annotations
 
