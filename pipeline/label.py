@@ -6,7 +6,8 @@ Backends (``label.backend`` in params.yaml):
   section the ``sections`` stage chose (or on the full report with ``label.text: full``). Each
   distinct text is labelled once, since studies with several images share one report.
 * ``chexpert_plus`` — the same labeler with our opt-in extra rules on top of the original's
-  (docs/labeler_fidelity.md); measured separately, never the default.
+  and a few of its rules and phrases replaced where radiologists' labels follow another
+  convention (docs/labeler_fidelity.md §5); measured separately, never the default.
 * ``csv`` — precomputed labels, e.g. MIMIC-CXR's official ``mimic-cxr-2.0.0-chexpert.csv.gz``,
   joined on ``label.csv_key``. The official MIMIC labels were computed on the impression-first
   section choice of the MIMIC section parser, not on MedViLL's "longest" choice.

@@ -30,7 +30,7 @@ from pipeline.labeler.detect import (
 )
 from pipeline.labeler.graph import GraphSource
 from pipeline.labeler.mentions import extract_mentions
-from pipeline.labeler.phrases import PhraseSet, default_phrases
+from pipeline.labeler.phrases import PhraseSet, backend_phrases, default_phrases
 from pipeline.parallel import parallel_map
 from pipeline.records import CHEXPERT_LABELS
 
@@ -134,7 +134,9 @@ def default_labeler(backend: str = "chexpert") -> Labeler:
         rules = backend_rules(backend)
         shared = next(iter(_DEFAULT.values()), None)
         source = shared._source() if shared is not None else None
-        _DEFAULT[backend] = Labeler(rules=rules, graph_source=source)
+        _DEFAULT[backend] = Labeler(
+            phrases=backend_phrases(backend), rules=rules, graph_source=source
+        )
     return _DEFAULT[backend]
 
 
@@ -157,8 +159,9 @@ def label_reports(
     Values are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or NaN (not mentioned); the
     index is 0..n-1. ``sections_to_extract`` takes lower-case titles (e.g. ``"impression"``),
     as the original. Deterministic: results never depend on ``workers`` or cache state.
-    ``backend`` picks the rules: ``chexpert`` (the original's, the default) or the opt-in
-    ``chexpert_plus`` (ours added on top); it is ignored when ``labeler`` is given.
+    ``backend`` picks the rules and phrases: ``chexpert`` (the original's, the default) or the
+    opt-in ``chexpert_plus`` (ours on top, a few of the original's replaced); it is ignored
+    when ``labeler`` is given.
     """
     texts = list(texts)
     sections = tuple(sections_to_extract)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from pipeline.labeler.graph import DepGraph
 from pipeline.labeler.mentions import Mention
@@ -47,21 +48,44 @@ def default_rules() -> RuleSet:
     )
 
 
+def without_replaced(original: tuple[Pattern, ...], replaced_file: Path) -> tuple[Pattern, ...]:
+    """The original's rules of one phase less those ``replaced_file`` lists (a missing file: none).
+
+    Each listed line must be one of the original's rules, word for word, so that a typo or an
+    edited rule file is an error here and not a silent no-op.
+    """
+    if not replaced_file.is_file():
+        return original
+    replaced = load_patterns(replaced_file)
+    unknown = [pattern for pattern in replaced if pattern not in original]
+    if unknown:
+        raise ValueError(
+            f"{replaced_file}: {len(unknown)} listed rule(s) are not among the original's rules"
+        )
+    return tuple(pattern for pattern in original if pattern not in replaced)
+
+
 @lru_cache(maxsize=1)
 def plus_rules() -> RuleSet:
     """The opt-in ``chexpert_plus`` rules: the original's files, each followed by our extras.
 
-    The extras (``data/patterns_plus``) only add matches inside the original's phase order, so
-    every sentence the original labels through a rule keeps that label unless an extra rule
-    fires where the original found nothing (docs/labeler_fidelity.md lists them).
+    The extras (``data/patterns_plus/<phase>.txt``) add matches inside the original's phase
+    order. A few of the original's rules are replaced rather than extended
+    (``<phase>_replaced.txt`` lists them, and a narrower rule of ours follows in the extras):
+    where the radiologist gold our dev set is scored on reads a wording differently from
+    CheXpert's convention on purpose, adding rules cannot undo a match, only removing one can.
+    docs/labeler_fidelity.md §5 lists every extra and replaced rule with its reason.
     """
     base, extra = default_rules(), DATA_DIR / "patterns_plus"
+
+    def phase(original: tuple[Pattern, ...], name: str) -> tuple[Pattern, ...]:
+        kept = without_replaced(original, extra / f"{name}_replaced.txt")
+        return kept + tuple(load_patterns(extra / f"{name}.txt"))
+
     return RuleSet(
-        base.pre_negation_uncertainty
-        + tuple(load_patterns(extra / "pre_negation_uncertainty.txt")),
-        base.negation + tuple(load_patterns(extra / "negation.txt")),
-        base.post_negation_uncertainty
-        + tuple(load_patterns(extra / "post_negation_uncertainty.txt")),
+        phase(base.pre_negation_uncertainty, "pre_negation_uncertainty"),
+        phase(base.negation, "negation"),
+        phase(base.post_negation_uncertainty, "post_negation_uncertainty"),
     )
 
 

@@ -108,3 +108,63 @@ def build_phrase_set(mention_dir: Path, unmention_dir: Path) -> PhraseSet:
 def default_phrases() -> PhraseSet:
     """The shipped chexpert-labeler phrase set (cached: loaded once per process)."""
     return build_phrase_set(DATA_DIR / "phrases" / "mention", DATA_DIR / "phrases" / "unmention")
+
+
+def with_changed_mentions(phrases: PhraseSet, removed_dir: Path, added_dir: Path) -> PhraseSet:
+    """``phrases`` less the mention phrases listed in ``removed_dir``, plus those in ``added_dir``.
+
+    Both folders hold one ``<observation>.txt`` per observation (a missing folder changes
+    nothing). A removed phrase must be a mention phrase of that observation and an added one
+    must not be, spelled as in the original's files, so that a typo or an edited phrase file is
+    an error and not a no-op. Unmentions are kept as they are.
+    """
+    removed = _read_dir(removed_dir) if removed_dir.is_dir() else {}
+    added = _read_dir(added_dir) if added_dir.is_dir() else {}
+    for observation, listed in removed.items():
+        unknown = [p for p in listed if p not in phrases.mentions.get(observation, [])]
+        if unknown:
+            raise ValueError(f"{removed_dir}: {unknown} are not mention phrases of {observation!r}")
+    for observation, listed in added.items():
+        if observation not in phrases.mentions:
+            raise ValueError(f"{added_dir}: {observation!r} is not an observation")
+        present = [p for p in listed if p in phrases.mentions[observation]]
+        if present:
+            raise ValueError(
+                f"{added_dir}: {present} are already mention phrases of {observation!r}"
+            )
+    mentions = {
+        o: [p for p in ps if p not in removed.get(o, [])] + added.get(o, [])
+        for o, ps in phrases.mentions.items()
+    }
+    return PhraseSet(
+        mentions=mentions,
+        unmentions=phrases.unmentions,
+        mention_regexes={o: [(p, re.compile(p)) for p in ps] for o, ps in mentions.items()},
+        unmention_regexes=phrases.unmention_regexes,
+    )
+
+
+@lru_cache(maxsize=1)
+def plus_phrases() -> PhraseSet:
+    """The opt-in ``chexpert_plus`` phrase set: the original's, changed by ``data/phrases_plus``.
+
+    Unmentions, including the generated ones, stay the original's (the generated ones come
+    from the Cardiomegaly / Enlarged Cardiomediastinum mentions, which plus does not change).
+    """
+    plus = DATA_DIR / "phrases_plus"
+    return with_changed_mentions(
+        default_phrases(), plus / "mention_removed", plus / "mention_added"
+    )
+
+
+#: The phrase set of each label backend (the rules are in ``detect.BACKENDS``).
+BACKEND_PHRASES = {"chexpert": default_phrases, "chexpert_plus": plus_phrases}
+
+
+def backend_phrases(backend: str) -> PhraseSet:
+    """The phrase set of a label backend; an unknown name is an error that lists the choices."""
+    if backend not in BACKEND_PHRASES:
+        raise ValueError(
+            f"unknown labeler backend {backend!r}; choose one of {sorted(BACKEND_PHRASES)}"
+        )
+    return BACKEND_PHRASES[backend]()

@@ -1,22 +1,37 @@
-"""The opt-in ``chexpert_plus`` backend: the original's rules plus ours, never instead of them."""
+"""The opt-in ``chexpert_plus`` backend: the original's rules plus ours, and the few rules and
+phrases of the original it replaces (each listed, checked, and tested with wordings that must not
+change)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.labeler import label_reports, read_reports_csv
-from pipeline.labeler.api import Labeler
-from pipeline.labeler.detect import backend_rules, default_rules, plus_rules
+from pipeline.labeler.api import Labeler, default_labeler
+from pipeline.labeler.detect import backend_rules, default_rules, plus_rules, without_replaced
+from pipeline.labeler.ngrex import load_patterns
+from pipeline.labeler.phrases import (
+    DATA_DIR,
+    backend_phrases,
+    default_phrases,
+    plus_phrases,
+    with_changed_mentions,
+)
 from pipeline.records import CHEXPERT_LABELS
 from tests.pipeline.labeler.conftest import FIXTURES
+
+PLUS_DIR = DATA_DIR / "patterns_plus"
 
 
 @pytest.fixture(scope="module")
 def plus_labeler(spacy_labeler: Labeler) -> Labeler:
-    return Labeler(rules=plus_rules(), graph_source=spacy_labeler.graph_source)
+    return Labeler(
+        phrases=plus_phrases(), rules=plus_rules(), graph_source=spacy_labeler.graph_source
+    )
 
 
 def _present(labeler: Labeler, text: str) -> dict[str, float]:
@@ -27,10 +42,26 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
     assert plus.negation[:77] == base.negation and len(plus.negation) == 90
-    assert plus.post_negation_uncertainty[:67] == base.post_negation_uncertainty
-    assert len(plus.post_negation_uncertainty) == 74
+    # post-negation: the original's 67 less the four "X or / versus Y" rules it narrows, in
+    # their order, then our 7 + 6
+    replaced = load_patterns(PLUS_DIR / "post_negation_uncertainty_replaced.txt")
+    assert len(replaced) == 4 and all(p in base.post_negation_uncertainty for p in replaced)
+    kept = tuple(p for p in base.post_negation_uncertainty if p not in replaced)
+    assert len(kept) == 63 and plus.post_negation_uncertainty[:63] == kept
+    assert len(plus.post_negation_uncertainty) == 63 + 13
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
+
+
+def test_a_replaced_rule_must_be_one_of_the_originals(tmp_path: Path) -> None:
+    base = default_rules().post_negation_uncertainty
+    listed = tmp_path / "replaced.txt"
+    listed.write_text("# comment\n{} > {dependency:/conj:or/} {}\n", encoding="utf-8")
+    assert len(without_replaced(base, listed)) == 66
+    assert without_replaced(base, tmp_path / "absent.txt") == base
+    listed.write_text("{} > {dependency:/conj:nor/} {}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"replaced.txt: 1 listed rule\(s\) are not among"):
+        without_replaced(base, listed)
 
 
 def test_unknown_backend_is_a_clear_error() -> None:
@@ -148,6 +179,60 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Cardiomegaly": 0.0},
         ),
         ("Perihilar haziness suggesting edema.", {"Edema": 1.0}, {"Edema": 1.0}),
+        # alternatives that are both findings of one opacity: present for both (radiologist
+        # convention); any other alternative, or alternatives under a modal, stay uncertain
+        (
+            "Bibasilar atelectasis or scarring.",
+            {"Lung Opacity": -1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": 1.0},
+        ),
+        (
+            "Linear opacity at the right base, scarring versus subsegmental atelectasis.",
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": 1.0},
+        ),
+        (
+            "Patchy left basilar infiltrate or pneumonia.",
+            {"Lung Opacity": -1.0, "Pneumonia": -1.0},
+            {"Lung Opacity": 1.0, "Pneumonia": 1.0},
+        ),
+        ("Right apical pneumothorax or skin fold.", {"Pneumothorax": -1.0}, {"Pneumothorax": -1.0}),
+        (
+            "Blunted costophrenic angle, small effusion or pleural thickening.",
+            {"Pleural Effusion": -1.0, "Pleural Other": -1.0},
+            {"Pleural Effusion": -1.0, "Pleural Other": -1.0},
+        ),
+        ("Vascular congestion or mild edema.", {"Edema": -1.0}, {"Edema": -1.0}),
+        (
+            "Hazy perihilar opacities, edema or airspace disease.",
+            {"Lung Opacity": -1.0, "Edema": -1.0},
+            {"Lung Opacity": 1.0, "Edema": 1.0},
+        ),
+        (
+            "Mild interstitial edema versus atypical infection.",
+            {"Edema": -1.0, "Pneumonia": -1.0},
+            {"Edema": -1.0, "Pneumonia": -1.0},
+        ),
+        (
+            "Perihilar opacities which may represent scarring or edema.",
+            {"Lung Opacity": 1.0, "Edema": -1.0},
+            {"Lung Opacity": 1.0, "Edema": -1.0},
+        ),
+        (
+            "Basilar opacity may represent atelectasis or scarring.",
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Atelectasis": -1.0},
+        ),
+        (
+            "Opacities could be compatible with atelectasis versus consolidation.",
+            {"Lung Opacity": 1.0, "Consolidation": -1.0, "Atelectasis": -1.0},
+            {"Lung Opacity": 1.0, "Consolidation": -1.0, "Atelectasis": -1.0},
+        ),
+        (
+            "No focal consolidation or pneumothorax.",
+            {"Consolidation": 0.0, "Pneumothorax": 0.0},
+            {"Consolidation": 0.0, "Pneumothorax": 0.0},
+        ),
     ],
 )
 def test_plus_differs_only_where_its_rules_fire(
@@ -165,3 +250,80 @@ def test_plus_keeps_the_sample_reports(plus_labeler: Labeler) -> None:
     expected = pd.read_csv(FIXTURES / "labeled_reports.csv")[list(CHEXPERT_LABELS)]
     frame = label_reports(texts, labeler=plus_labeler)
     pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+
+
+def test_plus_phrases_leave_out_the_listed_lung_lesion_mentions() -> None:
+    base, plus = default_phrases(), plus_phrases()
+    removed = {"nodular density", "nodular densities", "nodular opacity", "nodular opacities"}
+    assert removed | {"nodular opacification"} == set(base.mentions["Lung Lesion"]) - set(
+        plus.mentions["Lung Lesion"]
+    )
+    assert [p for p, _ in plus.mention_regexes["Lung Lesion"]] == plus.mentions["Lung Lesion"]
+    # a nodular density stays a finding: an opacity ("nodular opacit…" already is, by "opaci")
+    opacity = plus.mentions["Lung Opacity"]
+    assert opacity == base.mentions["Lung Opacity"] + ["nodular density", "nodular densities"]
+    assert [p for p, _ in plus.mention_regexes["Lung Opacity"]] == opacity
+    unchanged = set(base.mentions) - {"Lung Lesion", "Lung Opacity"}
+    assert {o: plus.mentions[o] for o in unchanged} == {o: base.mentions[o] for o in unchanged}
+    assert plus.unmentions == base.unmentions
+    assert backend_phrases("chexpert") is base and backend_phrases("chexpert_plus") is plus
+    with pytest.raises(ValueError, match="unknown labeler backend 'x'"):
+        backend_phrases("x")
+
+
+def test_a_changed_phrase_is_checked_against_the_originals(tmp_path: Path) -> None:
+    removed, added, none = tmp_path / "removed", tmp_path / "added", tmp_path / "absent"
+    removed.mkdir()
+    added.mkdir()
+    (removed / "lung_lesion.txt").write_text("nodular_opacity\n", encoding="utf-8")
+    (added / "edema.txt").write_text("fluid overload\n", encoding="utf-8")
+    changed = with_changed_mentions(default_phrases(), removed, added).mentions
+    assert "nodular opacity" not in changed["Lung Lesion"] and "nodule" in changed["Lung Lesion"]
+    assert changed["Edema"][-1] == "fluid overload"
+    assert with_changed_mentions(default_phrases(), none, none).mentions == (
+        default_phrases().mentions
+    )
+    (removed / "lung_lesion.txt").write_text("nodular shadow\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['nodular shadow'\] are not mention phrases of"):
+        with_changed_mentions(default_phrases(), removed, none)
+    (added / "edema.txt").write_text("edema\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['edema'\] are already mention phrases of 'Edema'"):
+        with_changed_mentions(default_phrases(), none, added)
+    (added / "lung_oedema.txt").write_text("x\n", encoding="utf-8")
+    (added / "edema.txt").unlink()
+    with pytest.raises(ValueError, match="'Lung Oedema' is not an observation"):
+        with_changed_mentions(default_phrases(), none, added)
+
+
+@pytest.mark.parametrize(
+    ("text", "original", "plus"),
+    [
+        # a nodular opacity is an opacity of that shape, not a lesion; a named nodule or mass is
+        (
+            "Small nodular opacity over the right fourth rib, likely the nipple.",
+            {"Lung Opacity": 1.0, "Lung Lesion": 1.0},
+            {"Lung Opacity": 1.0},
+        ),
+        (
+            "Scattered nodular densities in both upper lobes.",
+            {"Lung Lesion": 1.0},
+            {"Lung Opacity": 1.0},
+        ),
+        ("A 9 mm nodule in the left lower lobe.", {"Lung Lesion": 1.0}, {"Lung Lesion": 1.0}),
+        (
+            # the lesion is now the hedged mass alone
+            "Nodular opacity in the right upper lobe, concerning for a mass.",
+            {"Lung Opacity": 1.0, "Lung Lesion": 1.0},
+            {"Lung Opacity": 1.0, "Lung Lesion": -1.0},
+        ),
+    ],
+)
+def test_plus_phrases_differ_only_where_a_removed_phrase_is_the_mention(
+    spacy_labeler: Labeler, plus_labeler: Labeler, text: str, original: dict, plus: dict
+) -> None:
+    def findings(labels: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in labels.items() if k != "No Finding"}
+
+    assert findings(_present(spacy_labeler, text)) == original
+    assert findings(_present(plus_labeler, text)) == plus
+    assert findings(_present(default_labeler("chexpert_plus"), text)) == plus
