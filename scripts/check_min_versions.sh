@@ -50,4 +50,4 @@ echo "== tests"
     tests/medvill/test_pretrain.py tests/medvill/test_tasks.py \
     tests/pipeline/test_shards.py tests/pipeline/test_label.py \
     tests/medvill/test_cli.py tests/pipeline/test_cli.py \
-    tests/medvill/test_xvl_model.py tests/medvill/test_xvl_objectives.py "$@"
+    tests/medvill/xvl/test_xvl_model.py tests/medvill/xvl/test_xvl_objectives.py "$@"

@@ -51,6 +51,9 @@ class PretrainFamily(ABC):
     extra_metrics: ClassVar[tuple[str, ...]] = ()
     #: the model-card kind (medvill.modelcard) of its pretraining checkpoints
     card_kind: ClassVar[str] = "pretraining"
+    #: the ``PreTrainedModel`` subclass it trains (built from its config, saved and reloaded
+    #: with save_pretrained / from_pretrained)
+    model_class: ClassVar[Any]
     #: what to put where when ``require_pretrained`` finds the image weights missing
     visual_weights_hint: ClassVar[str] = RESNET_WEIGHTS_HINT
     #: DDP re-sends every buffer from rank 0 before each forward; a family whose buffers are
@@ -70,13 +73,13 @@ class PretrainFamily(ABC):
         """The family's ``PretrainedConfig`` from a profile's ``model`` block and the tokenizer
         (``overrides``: CLI options such as ``--mask``)."""
 
-    @abstractmethod
     def new_model(self, config: Any) -> torch.nn.Module:
-        """A freshly initialised ``PreTrainedModel``."""
+        """A freshly initialised :attr:`model_class`."""
+        return self.model_class(config)
 
-    @abstractmethod
     def from_checkpoint(self, folder: Path) -> torch.nn.Module:
         """The model saved in a checkpoint folder (``from_pretrained``, safetensors)."""
+        return self.model_class.from_pretrained(str(folder))
 
     @abstractmethod
     def load_public_weights(

@@ -9,7 +9,6 @@ losses are summed and divided by the global batch's sample count.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +24,7 @@ class ContrastiveFamily(PretrainFamily):
 
     objective: ClassVar[str]
     card_kind: ClassVar[str] = "contrastive_pretraining"
+    model_class = ContrastiveModel
     #: the model's per-sample loss names, logged as ``<name>_loss``
     objectives: ClassVar[tuple[str, ...]] = ("image_to_report", "report_to_image")
 
@@ -42,12 +42,6 @@ class ContrastiveFamily(PretrainFamily):
         if given != self.objective:
             raise ValueError(f"a {self.name} profile cannot set objective {given!r}")
         return ContrastiveConfig(objective=self.objective, **fields, **tokenizer_ids(tokenizer))
-
-    def new_model(self, config: ContrastiveConfig) -> ContrastiveModel:
-        return ContrastiveModel(config)
-
-    def from_checkpoint(self, folder: Path) -> ContrastiveModel:
-        return ContrastiveModel.from_pretrained(str(folder))
 
     def load_public_weights(
         self, model: torch.nn.Module, text_weights: str, imagenet: bool

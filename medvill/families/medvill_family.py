@@ -28,6 +28,7 @@ class MedViLLFamily(PretrainFamily):
 
     name: ClassVar[str] = "medvill"
     title: ClassVar[str] = "MedViLL"
+    model_class = MedViLLForPretraining
     loss_names: ClassVar[tuple[str, ...]] = ("mlm_loss", "irm_loss")
     extra_metrics: ClassVar[tuple[str, ...]] = ("irm_accuracy",)
 
@@ -42,12 +43,6 @@ class MedViLLFamily(PretrainFamily):
         if overrides.get("mask_type"):
             model_fields["attention_mask_type"] = overrides["mask_type"]
         return config_from_profile({"model": model_fields}, tokenizer_ids(tokenizer))
-
-    def new_model(self, config: MedViLLConfig) -> MedViLLForPretraining:
-        return MedViLLForPretraining(config)
-
-    def from_checkpoint(self, folder: Path) -> MedViLLForPretraining:
-        return MedViLLForPretraining.from_pretrained(str(folder))
 
     def load_public_weights(
         self, model: torch.nn.Module, text_weights: str, imagenet: bool

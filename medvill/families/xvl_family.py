@@ -10,7 +10,6 @@ losses are weighted by its share of them; with equal micro-batches that is the p
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +29,7 @@ class XVLFamily(PretrainFamily):
 
     name: ClassVar[str] = "xvl"
     title: ClassVar[str] = "Medical X-VL"
+    model_class = XVLForPretraining
     loss_names: ClassVar[tuple[str, ...]] = ("itc_loss", "itm_loss", "mlm_loss")
     extra_metrics: ClassVar[tuple[str, ...]] = ("itm_accuracy", "alpha")
     visual_weights_hint: ClassVar[str] = (
@@ -57,12 +57,6 @@ class XVLFamily(PretrainFamily):
         self._vit_key = str(train.get("vit_checkpoint_key", ""))
         ids = {k: v for k, v in tokenizer_ids(tokenizer).items() if k != "unk_token_id"}
         return config_from_profile(dict(profile.get("model", {})), ids)
-
-    def new_model(self, config: XVLConfig) -> XVLForPretraining:
-        return XVLForPretraining(config)
-
-    def from_checkpoint(self, folder: Path) -> XVLForPretraining:
-        return XVLForPretraining.from_pretrained(str(folder))
 
     def load_public_weights(
         self, model: torch.nn.Module, text_weights: str, imagenet: bool

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,6 @@ from medvill.xvl.attention import WordSpan, compute_maps, peak_cell, phrase_span
 from medvill.xvl.config import config_from_profile
 from medvill.xvl.model import XVLForPretraining, XVLModel
 from medvill.xvl.overlay import heat_rgb, overlay, upsample
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on one intra-op thread: on a busy machine two threads spin-wait for each
-    other and run many times slower (benchmarks/bench_xvl.py measured 15×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = {
     "vision_width": 32, "vision_depth": 2, "vision_heads": 2, "patch_size": 16, "image_size": 64,

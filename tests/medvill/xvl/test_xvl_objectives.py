@@ -4,7 +4,6 @@ contrastive and distilled MLM loss values, report sentence overlap."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,16 +21,6 @@ from medvill.xvl.objectives import (
     negative_weights,
     sentence_overlap,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on one intra-op thread: on a busy machine two threads spin-wait for each
-    other and run many times slower (benchmarks/bench_xvl.py measured 15×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_momentum_update_is_the_exponential_moving_average() -> None:

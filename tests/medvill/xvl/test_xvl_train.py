@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 from medvill.pretrain import Paths, pretrain
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on one intra-op thread: on a busy machine two threads spin-wait for each
-    other and run many times slower (benchmarks/bench_xvl.py measured 15×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 MODEL = {
     "vision_width": 32, "vision_depth": 1, "vision_heads": 2, "patch_size": 16, "image_size": 32,

@@ -4,7 +4,6 @@ model's own ITC similarity and ITM probability, metrics follow the blocks, chanc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,6 @@ from medvill.xvl.config import config_from_profile
 from medvill.xvl.data import xvl_text_spec
 from medvill.xvl.model import XVLForPretraining, XVLModel
 from medvill.xvl.retrieval import chance_mrr, pair_scores
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on one intra-op thread: on a busy machine two threads spin-wait for each
-    other and run many times slower (benchmarks/bench_xvl.py measured 15×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = {
     "vision_width": 32, "vision_depth": 1, "vision_heads": 2, "patch_size": 16, "image_size": 32,

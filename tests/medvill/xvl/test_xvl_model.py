@@ -5,7 +5,6 @@ random initialisation, and the batch builder on real shard samples."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,6 @@ from medvill.families import get_family
 from medvill.xvl.config import XVLConfig, config_from_profile
 from medvill.xvl.model import XVLForPretraining, XVLModel, build_vit
 from medvill.xvl.weights import load_vit
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on one intra-op thread: on a busy machine two threads spin-wait for each
-    other and run many times slower (benchmarks/bench_xvl.py measured 15×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = {
     "vision_width": 32, "vision_depth": 2, "vision_heads": 2, "patch_size": 16, "image_size": 64,
