@@ -173,8 +173,9 @@ def test_two_ranks_with_accumulation_match_one_rank(tiny_data, tiny_profile, tmp
             # Adam turns a float-noise-sized gradient (summation order differs between one
             # batch of 8 and four of 2) into an lr-sized step, so an element whose gradient is
             # ~0 may differ by ~lr; unsynchronised or wrong gradients move most elements.
+            # Up to 1 % may differ: 0.1 % was once exceeded by noise alone (153 of 147k).
             off = int(((a[key] - b[key]).abs() > 1e-5).sum())
-            assert off <= max(1, a[key].numel() // 1000), (other.name, key, off)
+            assert off <= max(1, a[key].numel() // 100), (other.name, key, off)
 
 
 def test_collective_check_catches_a_tensor_off_the_group_device():
