@@ -367,10 +367,11 @@ def _retag_nominal_verbs(heads: list[int], labels: list[str], tags: list[str]) -
 
 
 def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str]) -> None:
-    """A noun takes no direct object: "no XXXX focal consolidation or effusion" came back with
-    the unknown word XXXX (Open-I's de-identification token, tagged NNP) as a verb-like head
-    whose objects are the findings, so "no" never reached them. BLLIP reads one flat noun
-    phrase; the object becomes the head and the noun its ``compound`` (which
+    """A noun takes no direct object: "no <redacted> focal consolidation or effusion" came
+    back with the unknown word <redacted> (Open-I's de-identification token, four capital
+    X's, tagged NNP) as a verb-like head whose objects are the findings, so "no" never
+    reached them. BLLIP reads one flat noun phrase; the object becomes the head and the
+    noun its ``compound`` (which
     :func:`_flatten_noun_phrases` then treats as any other pre-modifier). Only proper nouns:
     a common noun with an object is a verb the tagger missed ("question left pneumothorax")."""
     n = len(heads)
@@ -390,7 +391,7 @@ def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str
 def _repair_negated_phrase_read_as_clause(
     heads: list[int], labels: list[str], tags: list[str], lemmas: list[str]
 ) -> None:
-    """ "no parenchymal infiltrates." / "no thoracic XXXX fractures.": a verbless negated noun
+    """ "no parenchymal infiltrates." / "no thoracic <redacted> fractures.": a verbless negated noun
     phrase that spaCy read as a clause, either with the plural noun as a verb ("infiltrates",
     VBZ) whose subject carries the "no", or with a pre-modifier as a verb carrying "no" and
     the noun as its object. A verb takes no determiner: the phrase is a noun phrase, as BLLIP
@@ -657,7 +658,7 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
     spaCy chains them ("borderline" -> "heart" -> "size"); a modifier of a noun that is itself
     a pre-modifier (``compound``) of a later noun moves up to that later noun, so rules such
     as "borderline heart size" (``size > borderline``) see the flat phrase. A determiner moves
-    too: in "no XXXX focal consolidation" (an Open-I de-identified word) spaCy hangs "no" on
+    too: in "no <redacted> focal consolidation" (an Open-I de-identified word) spaCy hangs "no" on
     the unknown word, leaving the finding itself un-negated; PTB gives the phrase one
     determiner, on its head.
     """
@@ -666,8 +667,8 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
         is_determiner = labels[i] == "det" or (labels[i] == "neg" and tags[i] == "DT")
         if labels[i] not in ("compound", "amod", "nmod") and not is_determiner:
             continue
-        # a determiner climbs over any pre-modifier ("no XXXX focal consolidation" with XXXX an
-        # adverb), the other modifiers over nominal ones only
+        # a determiner climbs over any pre-modifier ("no <redacted> focal consolidation" with
+        # <redacted> an adverb), the other modifiers over nominal ones only
         climbs = ("compound", "nmod", "amod", "advmod") if is_determiner else ("compound", "nmod")
         head = heads[i]
         while (
