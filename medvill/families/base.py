@@ -162,3 +162,19 @@ class DataContext:
     negatives_path: Path | None
     rank: int
     world: int
+
+    def loader_settings(self, **family_fields: Any) -> Any:
+        """The :class:`medvill.data.LoaderSettings` every family shares (batch plan, workers,
+        shuffle, seed, image size, augmentation) plus the family's own ``family_fields``."""
+        from medvill.data import LoaderSettings
+
+        return LoaderSettings(
+            batch_size=self.micro_batch_size,
+            accumulation=self.accumulation,
+            num_workers=self.settings.num_workers,
+            shuffle_buffer=self.settings.shuffle_buffer,
+            seed=self.settings.seed,
+            image_size=self.config.image_size,
+            augment=self.settings.augment,
+            **family_fields,
+        )

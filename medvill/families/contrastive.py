@@ -61,18 +61,9 @@ class ContrastiveFamily(PretrainFamily):
 
     def dataset(self, context: DataContext) -> Any:
         from medvill.contrastive.data import ContrastiveShards, ReportLayout
-        from medvill.data import LoaderSettings
 
-        config, settings, tokenizer = context.config, context.settings, context.tokenizer
-        loader_settings = LoaderSettings(
-            batch_size=context.micro_batch_size,
-            accumulation=context.accumulation,
-            num_workers=settings.num_workers,
-            shuffle_buffer=settings.shuffle_buffer,
-            seed=settings.seed,
-            image_size=config.image_size,
-            augment=settings.augment,
-        )
+        config, tokenizer = context.config, context.tokenizer
+        loader_settings = context.loader_settings()
         layout = ReportLayout(
             max_tokens=config.max_text_tokens,
             max_sentences=config.max_sentences,

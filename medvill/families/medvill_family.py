@@ -59,7 +59,7 @@ class MedViLLFamily(PretrainFamily):
         return f"medvill, mask {config.attention_mask_type}"
 
     def dataset(self, context: DataContext) -> Any:
-        from medvill.data import IrmNegatives, LoaderSettings, PretrainShards, text_spec_for
+        from medvill.data import IrmNegatives, PretrainShards, text_spec_for
 
         config, settings = context.config, context.settings
         negatives = None
@@ -69,14 +69,7 @@ class MedViLLFamily(PretrainFamily):
             log.warning(
                 "no IRM negatives file at %s: every pair is matched", context.negatives_path
             )
-        loader_settings = LoaderSettings(
-            batch_size=context.micro_batch_size,
-            accumulation=context.accumulation,
-            num_workers=settings.num_workers,
-            shuffle_buffer=settings.shuffle_buffer,
-            seed=settings.seed,
-            image_size=config.image_size,
-            augment=settings.augment,
+        loader_settings = context.loader_settings(
             grid_cells=config.num_visual_features,
             num_sampled_visual=config.num_sampled_visual,
             mask_type=config.attention_mask_type,

@@ -85,18 +85,10 @@ class XVLFamily(PretrainFamily):
         )
 
     def dataset(self, context: DataContext) -> Any:
-        from medvill.data import LoaderSettings
         from medvill.xvl.data import XVLShards, xvl_text_spec
 
         config, settings = context.config, context.settings
-        loader_settings = LoaderSettings(
-            batch_size=context.micro_batch_size,
-            accumulation=context.accumulation,
-            num_workers=settings.num_workers,
-            shuffle_buffer=settings.shuffle_buffer,
-            seed=settings.seed,
-            image_size=config.image_size,
-            augment=settings.augment,
+        loader_settings = context.loader_settings(
             mlm_probability=settings.mlm_probability,
         )
         spec = xvl_text_spec(context.tokenizer, config.max_text_tokens)
