@@ -67,6 +67,12 @@ def _message_cell(message: str, tile: int) -> Image.Image:
 def render_montage(items: Sequence[MontageItem], tile: int = 256, per_row: int = 2) -> bytes:
     """PNG bytes of a grid with ``per_row`` (source, output) pairs per row."""
     cells = [_cell(item, tile) for item in items] or [_message_cell("no images kept", tile)]
+    return grid_png(cells, per_row)
+
+
+def grid_png(cells: Sequence[Image.Image], per_row: int) -> bytes:
+    """PNG bytes of equal-sized ``cells`` laid out ``per_row`` to a row on the dark sheet
+    every montage (crop boxes, localized annotations) uses."""
     cell_w, cell_h = cells[0].size
     columns = min(per_row, len(cells))
     rows = -(-len(cells) // columns)

@@ -8,19 +8,16 @@ timestamps, so the PNG is byte-identical on rerun.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-BACKGROUND = (24, 24, 24)
+from pipeline.imaging.montage import BACKGROUND, LABEL_HEIGHT, TEXT_COLOUR, grid_png
+
 BOX_COLOUR = (255, 210, 0)
 MASK_COLOUR = np.array([255, 48, 48], dtype=np.float32)
-TEXT_COLOUR = (230, 230, 230)
-GAP = 6
-LABEL_HEIGHT = 16
 #: Images shown (the first ones with annotations, by image id).
 MONTAGE_IMAGES = 8
 
@@ -68,17 +65,4 @@ def render_annotations(items: Sequence[AnnotatedImage], tile: int = 256, per_row
             (2, 2), "no annotations", fill=TEXT_COLOUR, font=ImageFont.load_default()
         )
         cells = [empty]
-    columns = min(per_row, len(cells))
-    rows = -(-len(cells) // columns)
-    cell_w, cell_h = cells[0].size
-    sheet = Image.new(
-        "RGB",
-        (columns * cell_w + (columns + 1) * GAP, rows * cell_h + (rows + 1) * GAP),
-        BACKGROUND,
-    )
-    for index, cell in enumerate(cells):
-        row, column = divmod(index, columns)
-        sheet.paste(cell, (GAP + column * (cell_w + GAP), GAP + row * (cell_h + GAP)))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
+    return grid_png(cells, per_row)
