@@ -65,15 +65,25 @@ class Labeler:
         getattr(source, "nlp", None)
 
     def label_sentences(self, sentences: Sequence[str]) -> list[SentenceResult]:
-        """Mention labels for cleaned sentences, parsing only uncached mention sentences."""
+        """Mention labels for cleaned sentences, parsing only uncached mention sentences.
+
+        Results are collected for this call before they go into the cache: a full cache evicts
+        its oldest entries while the batch is stored, and a sentence looked up earlier in the
+        same batch may be one of them.
+        """
+        results: dict[str, SentenceResult] = {}
         pending: dict[str, list] = {}
         for sentence in sentences:
-            if sentence in self.cache or sentence in pending:
+            if sentence in results or sentence in pending:
+                continue
+            cached = self.cache.get(sentence)
+            if cached is not None:
+                results[sentence] = cached
                 continue
             mentions = extract_mentions(sentence, self.phrases)
             if not mentions or SHORTCUT.match(sentence):
                 flags = detect_sentence(sentence, mentions, None, self.rules)
-                self._store(sentence, mentions, flags)
+                results[sentence] = self._store(sentence, mentions, flags)
             else:
                 pending[sentence] = mentions
         if pending:
@@ -84,16 +94,19 @@ class Labeler:
                     flags = detect_sentence(text, mentions, graph, self.rules)
                 except Exception:  # the original logs and keeps the mentions as they are
                     flags = detect_sentence(text, mentions, None, self.rules)
-                self._store(text, mentions, flags)
-        return [self.cache[s] for s in sentences]
+                results[text] = self._store(text, mentions, flags)
+        return [results[s] for s in sentences]
 
-    def _store(self, sentence: str, mentions: list, flags: list) -> None:
+    def _store(self, sentence: str, mentions: list, flags: list) -> SentenceResult:
+        """Cache one sentence's result (evicting the oldest entry when full) and return it."""
         if len(self.cache) >= self.cache_size:
             self.cache.pop(next(iter(self.cache)))
-        self.cache[sentence] = tuple(
+        result = tuple(
             (m.observation, m.text, mention_label(f.negation, f.uncertainty))
             for m, f in zip(mentions, flags, strict=True)
         )
+        self.cache[sentence] = result
+        return result
 
     def label(
         self,
