@@ -37,7 +37,7 @@ STAGES: dict[str, str] = {
 #: stage on the release's images itself).
 VQA_ONLY_ADAPTER = "vqa_rad"
 #: Detection / segmentation datasets have no reports: only these stages apply to them.
-LOCALIZED_STAGES = ("ingest", "images", "localized")
+LOCALIZED_STAGES = ("ingest", "images", "localized", "split")
 #: ``--adapter`` choices: the report and localized adapters plus the VQA-RAD release.
 Adapter = str_enum("Adapter", (*ADAPTERS, VQA_ONLY_ADAPTER))
 
@@ -185,7 +185,7 @@ _stage_command(
 _stage_command(
     "split",
     "Assign train/valid/test: the official split where the dataset has one, else a patient-level "
-    "hash of (seed, patient_id).",
+    "hash of (seed, patient_id). Localized datasets are split from their ingest records.",
 )
 _stage_command(
     "pairs",

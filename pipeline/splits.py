@@ -5,6 +5,14 @@ used as is, so numbers stay comparable with published work. Otherwise each patie
 split by a stable hash of ``(seed, patient_id)``: the assignment of a patient never depends on
 which other patients exist, so adding new patients never moves existing ones between splits
 (and a model never ends up evaluated on a patient it was trained on after a data refresh).
+
+An official split may also hold only a test set: records marked :data:`TRAIN_OR_VALID` are the
+release's training part, whose patients are hashed between train and valid with the ratios of
+those two (NIH ChestX-ray14's ``train_val_list.txt``, Object-CXR's ``train`` folder).
+
+Report datasets are split after labelling (``label/records.parquet``); the localized datasets
+(RSNA, SIIM-ACR, NIH boxes, Object-CXR: boxes and masks, no reports) have no text stages and
+are split straight from ``ingest/records.parquet``.
 """
 
 from __future__ import annotations
@@ -16,12 +24,16 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.datasets import LOCALIZED_ADAPTERS
 from pipeline.params import DatasetPaths
 from pipeline.records import require_table, write_parquet
 from pipeline.stage import StageRun
 from pipeline.tables import FrameWriter, iter_frames, table_rows
 
 SPLITS = ("train", "valid", "test")
+#: ``official_split`` of a record in the release's training part when the release sets a test
+#: set apart but no validation set: its patient is hashed between train and valid.
+TRAIN_OR_VALID = "train_or_valid"
 
 
 class SplitLeakError(ValueError):
@@ -55,6 +67,23 @@ def assign_split(seed: int, patient_id: str, ratios: Mapping[str, float]) -> str
     return SPLITS[-1]
 
 
+def train_or_valid_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
+    """``ratios`` without test, renormalised: how the release's training part is divided."""
+    kept = ratios["train"] + ratios["valid"]
+    if kept <= 0:
+        raise ValueError(
+            f"split.ratios {dict(ratios)} leave nothing for train or valid, but the dataset's "
+            "official split asks for its training part to be divided between them"
+        )
+    return {"train": ratios["train"] / kept, "valid": ratios["valid"] / kept, "test": 0.0}
+
+
+def source_stage(paths: DatasetPaths) -> str:
+    """The stage whose records the split reads: ``label``, or ``ingest`` for a localized
+    dataset (no report, so no sections or labels)."""
+    return "ingest" if paths.adapter in LOCALIZED_ADAPTERS else "label"
+
+
 def check_patient_level(frame: pd.DataFrame) -> None:
     """Raise SplitLeakError naming the patients that appear in two splits."""
     splits_of: dict[str, set[str]] = {}
@@ -76,7 +105,8 @@ def raise_if_leaking(splits_of: dict[str, set[str]]) -> None:
 
 
 def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Assign splits to ``<interim>/label/records.parquet`` → ``<interim>/split/``.
+    """Assign splits to ``<interim>/label/records.parquet`` (localized datasets:
+    ``ingest/records.parquet``) → ``<interim>/split/``.
 
     The table is read and written in batches (:mod:`pipeline.tables`); the patient-level
     check and the counts keep only ids (patient → splits, studies per split).
@@ -84,7 +114,7 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
     config = params.get("split", {})
     ratios = validate_ratios(config.get("ratios", {"train": 0.8, "valid": 0.1, "test": 0.1}))
     seed = int(config.get("seed", 123))
-    source = paths.stage_dir("label") / "records.parquet"
+    source = paths.stage_dir(source_stage(paths)) / "records.parquet"
     require_table(source, ["patient_id", "official_split"])
     run = StageRun("split", paths.name, paths.stage_dir("split"))
     run.n_in = table_rows(source)
@@ -99,11 +129,18 @@ def run_stage(paths: DatasetPaths, params: dict[str, Any], workers: int) -> dict
         for records in iter_frames(source):
             patient_dtype = records["patient_id"].dtype
             official = records["official_split"].fillna("").astype(str)
-            hashed = records["patient_id"].astype(str).map(lambda p: assign_split(seed, p, ratios))
+            partial = use_official & (official == TRAIN_OR_VALID)
+            part_ratios = train_or_valid_ratios(ratios) if partial.any() else ratios
+            patient_ids = records["patient_id"].astype(str)
+            hashed = [
+                assign_split(seed, p, part_ratios if part else ratios)
+                for p, part in zip(patient_ids, partial, strict=True)
+            ]
             has_official = use_official & official.isin(SPLITS)
             out = records.copy()
-            out["split"] = official.where(has_official, hashed).astype("string")
-            official_rows += int(has_official.sum())
+            out["split"] = official.where(has_official, pd.Series(hashed, index=records.index))
+            out["split"] = out["split"].astype("string")
+            official_rows += int(has_official.sum()) + int(partial.sum())
             for patient, study, split in zip(
                 out["patient_id"], out["study_id"], out["split"], strict=True
             ):

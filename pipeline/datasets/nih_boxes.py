@@ -7,6 +7,8 @@ Expected layout under the raw root (the NIH Clinical Center release, image archi
     Data_Entry_2017.csv    required: Image Index, Finding Labels, Follow-up #, Patient ID,
                            Patient Age, Patient Gender, View Position, …
     images/<Image Index>   1024 × 1024 PNGs
+    test_list.txt          optional: the official test images, one Image Index a line
+    train_val_list.txt     optional: the official training + validation images
 
 The release writes the box header as ``Bbox [x,y,w,h]`` unquoted, so a CSV reader sees four
 columns named ``Bbox [x``, ``y``, ``w`` and ``h]`` (and empty trailing ones); both tables are
@@ -16,6 +18,11 @@ evaluation set, 880 images in the release), with patient, view and follow-up num
 and the localized stage rejects it as ``unknown_image``. Boxes are in source pixels, ``x, y``
 the upper-left corner. Finding labels are the release's (``Infiltrate`` in the box list,
 ``Infiltration`` in the data entry table). No reports.
+
+Splits: the release's patient-level lists are honoured when present — ``test_list.txt`` →
+``test``, ``train_val_list.txt`` → train or valid by patient hash in the split stage
+(:data:`pipeline.splits.TRAIN_OR_VALID`); an image neither lists, or a tree without the
+lists, is split by patient hash like any dataset without an official split.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pipeline.datasets.localized_common import (
 from pipeline.localized.annotations import annotation, unusable
 from pipeline.rawfiles import RawInputError, check_id_component
 from pipeline.records import Reject
+from pipeline.splits import TRAIN_OR_VALID
 
 DATASET = "nih_boxes"
 BBOX = "BBox_List_2017.csv"
@@ -45,6 +53,33 @@ LAYOUT = (
 )
 BBOX_COLUMNS = ("Image Index", "Finding Label", "Bbox [x", "y", "w", "h]")
 ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+#: The release's split lists and the official split each stands for.
+SPLIT_LISTS: tuple[tuple[str, str], ...] = (
+    ("test_list.txt", "test"),
+    ("train_val_list.txt", TRAIN_OR_VALID),
+)
+
+
+def official_splits(raw: Path) -> dict[str, str]:
+    """Image Index → official split from the release's lists that exist under ``raw``.
+
+    An image in both lists contradicts the release: ValueError naming it and the files."""
+    splits: dict[str, str] = {}
+    for name, split in SPLIT_LISTS:
+        path = raw / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
+            image = line.strip()
+            if not image:
+                continue
+            if splits.get(image, split) != split:
+                raise ValueError(
+                    f"{path}: {image} is also in {SPLIT_LISTS[0][0]}; the official lists "
+                    "must not share an image"
+                )
+            splits[image] = split
+    return splits
 
 
 def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
@@ -56,6 +91,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
         row["Image Index"].strip(): row
         for row in read_release_table(entry_path, ENTRY_COLUMNS, LAYOUT).to_dict("records")
     }
+    official = official_splits(raw)
     by_image: dict[str, list[tuple[int, dict[str, str]]]] = {}
     for index, row in enumerate(boxes.to_dict("records")):
         by_image.setdefault(row["Image Index"].strip(), []).append((csv_line(index), row))
@@ -99,6 +135,7 @@ def read_dataset(raw: Path, params: dict[str, Any]) -> AdapterResult:
                 f"{IMAGES}/{image_index}",
                 entry["Patient ID"].strip(),
                 entry["View Position"].strip().upper(),
+                official_split=official.get(image_index, ""),
                 extra=extra,
             )
         )

@@ -15,7 +15,12 @@ in source pixels with the origin at the upper-left corner. Each object becomes o
 
 The release gives no patient ids or views: ``patient_id`` is the image name's stem and the view
 is left empty (every image is frontal; localized datasets keep every view unless their
-``datasets`` entry sets ``views``). ``train`` → split ``train``, ``dev`` → ``valid``.
+``datasets`` entry sets ``views``).
+
+Splits: the challenge kept its test set; the public release is ``train`` (8,000 images) and
+``dev`` (1,000). ``dev`` is held out as our ``test`` split, and ``train`` is divided between
+train and valid by patient (here: image) hash in the split stage
+(:data:`pipeline.splits.TRAIN_OR_VALID`), so no released training image is ever scored.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from pipeline.datasets.localized_common import (
 from pipeline.localized.annotations import annotation, unusable
 from pipeline.rawfiles import RawInputError, check_id_component
 from pipeline.records import Reject
+from pipeline.splits import TRAIN_OR_VALID
 
 DATASET = "object_cxr"
-SPLITS: tuple[tuple[str, str], ...] = (("train", "train"), ("dev", "valid"))
+#: release folder → official split: dev is the held-out evaluation set (→ test)
+SPLITS: tuple[tuple[str, str], ...] = (("train", TRAIN_OR_VALID), ("dev", "test"))
 LAYOUT = (
     "Object-CXR: <root>/train.csv (image_name, annotation), optional <root>/dev.csv, and images "
     "<root>/train/<image_name>, <root>/dev/<image_name>"

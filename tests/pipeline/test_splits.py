@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from pipeline.records import read_parquet, write_parquet
 from pipeline.splits import (
+    TRAIN_OR_VALID,
     SplitLeakError,
     assign_split,
     check_patient_level,
     run_stage,
+    train_or_valid_ratios,
     validate_ratios,
 )
 from tests.pipeline.frames import dataset_paths, labelled_records
@@ -83,3 +86,38 @@ def test_official_split_wins_and_leaks_fail_loudly(tmp_path) -> None:
     write_parquet(labelled_records(rows), paths.stage_dir("label") / "records.parquet")
     with pytest.raises(SplitLeakError, match="patient"):
         run_stage(paths, {"split": {"use_official": True}}, workers=1)
+
+
+def test_release_training_part_is_divided_between_train_and_valid_only(tmp_path) -> None:
+    """``train_or_valid`` records (a release that sets only its test set apart) go to train
+    or valid by patient hash with those two ratios renormalised; official test stays test."""
+    paths = dataset_paths(tmp_path)
+    rows = [{"image_id": f"img{i}", "patient_id": f"pat{i // 2}"} for i in range(2000)]
+    records = labelled_records(rows)
+    records["official_split"] = [TRAIN_OR_VALID] * 1800 + ["test"] * 200
+    write_parquet(records, paths.stage_dir("label") / "records.parquet")
+    stats = run_stage(paths, {"split": {"seed": 5, "ratios": RATIOS}}, workers=1)
+
+    out = read_parquet(paths.stage_dir("split") / "records.parquet")
+    assert set(out["split"][1800:]) == {"test"}
+    shares = out["split"][:1800].value_counts(normalize=True)
+    assert set(shares.index) == {"train", "valid"}
+    assert shares["valid"] == pytest.approx(0.1 / 0.9, abs=0.03)
+    expected = assign_split(5, "pat3", train_or_valid_ratios(validate_ratios(RATIOS)))
+    assert out["split"][6] == out["split"][7] == expected
+    assert stats["source"] == "official" and stats["official_rows"] == 2000
+    check_patient_level(out)
+
+    with pytest.raises(ValueError, match="nothing for train or valid"):
+        train_or_valid_ratios({"train": 0.0, "valid": 0.0, "test": 1.0})
+
+
+def test_localized_dataset_is_split_from_its_ingest_records(tmp_path) -> None:
+    """A localized adapter has no label stage: the split reads ``ingest/records.parquet``."""
+    paths = replace(dataset_paths(tmp_path), adapter="rsna_pneumonia")
+    rows = [{"image_id": f"img{i}", "patient_id": f"pat{i}"} for i in range(30)]
+    write_parquet(labelled_records(rows), paths.stage_dir("ingest") / "records.parquet")
+    stats = run_stage(paths, {"split": {"seed": 123, "ratios": RATIOS}}, workers=1)
+    out = read_parquet(paths.stage_dir("split") / "records.parquet")
+    assert stats["in"] == stats["out"] == 30 and stats["source"] == "hash"
+    assert list(out["split"]) == [assign_split(123, f"pat{i}", RATIOS) for i in range(30)]

@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.datasets import read_adapter
 from pipeline.datasets.common import LayoutError
-from tests.pipeline.localized.run import REPO, codes, prepare
+from pipeline.params import load_params
+from pipeline.splits import TRAIN_OR_VALID, assign_split, train_or_valid_ratios, validate_ratios
+from tests.pipeline.localized.run import REPO, codes, prepare, splits_of
 
 NIH = REPO / "data" / "sample" / "images" / "nih_chestxray14"
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
@@ -72,6 +74,35 @@ def test_release_rows_become_records_boxes_and_rejects(tmp_path: Path) -> None:
     assert not bool(kept.loc["00000924_000#0", "clipped"])
     assert kept.loc["00002778_000#0", "x_max"] <= 512.0
     assert localized["stats"]["findings"] == {"Atelectasis": 1, "Infiltrate": 1, "Mass": 1}
+    # no official lists in this tree: each patient by hash
+    split = load_params(REPO / "params.yaml")["split"]
+    assert splits_of(out) == {
+        "00000924_000": assign_split(split["seed"], "924", split["ratios"]),
+        "00002778_000": assign_split(split["seed"], "2778", split["ratios"]),
+    }
+
+
+def test_official_split_lists_are_honoured(tmp_path: Path) -> None:
+    """``test_list.txt`` → test; ``train_val_list.txt`` → train or valid by patient hash."""
+    raw = _tree(tmp_path / "raw")
+    (raw / "test_list.txt").write_text("00000924_000.png\n")
+    (raw / "train_val_list.txt").write_text("00002778_000.png\n00005618_000.png\n")
+    records = {r["image_id"]: r for r in read_adapter("nih_boxes", raw, {}).records}
+    assert records["00000924_000"]["official_split"] == "test"
+    assert records["00002778_000"]["official_split"] == TRAIN_OR_VALID
+
+    out = prepare(tmp_path, "nih_boxes", raw)
+    split = load_params(REPO / "params.yaml")["split"]
+    part = train_or_valid_ratios(validate_ratios(split["ratios"]))
+    assert splits_of(out) == {
+        "00000924_000": "test",
+        "00002778_000": assign_split(split["seed"], "2778", part),
+    }
+    assert sorted(out["patients"]["patient_id"]) == ["2778", "924"]
+
+    (raw / "test_list.txt").write_text("00002778_000.png\n")
+    with pytest.raises(ValueError, match="train_val_list.txt: 00002778_000.png is also in"):
+        read_adapter("nih_boxes", raw, {})
 
 
 def test_missing_data_entry_table_is_a_layout_error(tmp_path: Path) -> None:

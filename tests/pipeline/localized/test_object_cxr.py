@@ -11,7 +11,9 @@ import pytest
 from pipeline.datasets import read_adapter
 from pipeline.datasets.common import LayoutError
 from pipeline.localized.rle import decode_counts
-from tests.pipeline.localized.run import REPO, codes, prepare
+from pipeline.params import load_params
+from pipeline.splits import TRAIN_OR_VALID, assign_split, train_or_valid_ratios, validate_ratios
+from tests.pipeline.localized.run import REPO, codes, prepare, splits_of
 
 JPEG = REPO / "data" / "sample" / "images" / "derived_jpeg" / "00005618_000_gray_q95.jpg"
 
@@ -38,9 +40,9 @@ def test_release_rows_become_records_shapes_and_rejects(tmp_path: Path) -> None:
     records = {r["image_id"]: r for r in result.records}
     assert sorted(records) == ["00001", "00002", "08001"]
     assert [records[i]["official_split"] for i in ("00001", "00002", "08001")] == [
-        "train",
-        "train",
-        "valid",
+        TRAIN_OR_VALID,
+        TRAIN_OR_VALID,
+        "test",
     ]
     assert records["08001"]["image_path"] == "dev/08001.jpg" and records["00002"]["view"] == ""
     assert [(r.id, r.code) for r in result.rejects] == [("../../x.jpg", "path_outside_root")]
@@ -49,6 +51,15 @@ def test_release_rows_become_records_shapes_and_rejects(tmp_path: Path) -> None:
 
     out = prepare(tmp_path, "object_cxr", raw)
     assert out["ingest"]["stats"]["out"] == 3  # no view, yet not filtered: localized dataset
+    # dev is the held-out test set; train is divided by patient (= image) hash
+    split = load_params(REPO / "params.yaml")["split"]
+    part = train_or_valid_ratios(validate_ratios(split["ratios"]))
+    assert splits_of(out) == {
+        "00001": assign_split(split["seed"], "00001", part),
+        "00002": assign_split(split["seed"], "00002", part),
+        "08001": "test",
+    }
+    assert out["split"]["stats"]["source"] == "official"
     localized = out["localized"]
     assert codes(localized["rejects"]) == {
         "08001#0": "bad_annotation",

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.datasets import read_adapter
 from pipeline.datasets.common import LayoutError
+from pipeline.params import load_params
+from pipeline.splits import assign_split
 from tests.pipeline.localized.builders import demo_pixels, framed_target, write_dicom
-from tests.pipeline.localized.run import codes, prepare
+from tests.pipeline.localized.run import REPO, codes, prepare, splits_of
 
 pytest.importorskip("pydicom")
 
@@ -73,6 +75,13 @@ def test_release_rows_become_records_boxes_and_rejects(tmp_path: Path) -> None:
     reasons = dict(zip(localized["rejects"]["id"], localized["rejects"]["reason"], strict=True))
     assert reasons["pc#0"] == "stage_2_train_labels.csv:6: x 'abc' is not a number"
     assert list(localized["records"]["annotation_id"]) == ["pa#0", "pa#1"]
+    # stage 2 labels only (no released test labels): patient-level hash split
+    split = load_params(REPO / "params.yaml")["split"]
+    assert splits_of(out) == {
+        image: assign_split(split["seed"], patient, split["ratios"])
+        for image, patient in (("pa", "anon-a"), ("pb", "pb"), ("pc", "anon-c"))
+    }
+    assert out["split"]["stats"]["in"] == out["split"]["stats"]["out"] == 3
     stats = localized["stats"]
     assert stats["in"] == 5 == stats["out"] + stats["rejected"] and stats["reconciled"]
     assert stats["findings"] == {"Lung Opacity": 2}

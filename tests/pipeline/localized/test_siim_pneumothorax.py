@@ -12,8 +12,10 @@ from PIL import Image
 from pipeline.datasets import read_adapter
 from pipeline.datasets.common import LayoutError
 from pipeline.localized.rle import decode_counts, encode_siim
+from pipeline.params import load_params
+from pipeline.splits import assign_split
 from tests.pipeline.localized.builders import demo_pixels, framed_target, write_dicom
-from tests.pipeline.localized.run import codes, prepare
+from tests.pipeline.localized.run import REPO, codes, prepare, splits_of
 
 pytest.importorskip("pydicom")
 
@@ -30,7 +32,7 @@ def test_release_rows_become_records_masks_and_rejects(tmp_path: Path) -> None:
     pixels = demo_pixels(64)
     region = np.zeros((64, 64), dtype=bool)
     region[10:30, 40:50] = True
-    for image_id, patient in (("1.1", "pat-1"), ("1.2", "pat-2"), ("1.3", "")):
+    for image_id, patient in (("1.1", "pat-1"), ("1.2", "pat-1"), ("1.3", "")):
         _dicom(raw, image_id, pixels, patient)
     (raw / "train-rle.csv").write_text(
         HEADER
@@ -65,6 +67,13 @@ def test_release_rows_become_records_masks_and_rejects(tmp_path: Path) -> None:
     assert row.mask_pixels > 0 and row.x_max > row.x_min
     stats = localized["stats"]
     assert (stats["in"], stats["out"], stats["rejected"], stats["masks"]) == (3, 1, 2, 1)
+    # no official split: patients by hash, both films of pat-1 in the same split
+    split = load_params(REPO / "params.yaml")["split"]
+    pat1 = assign_split(split["seed"], "pat-1", split["ratios"])
+    assert splits_of(out) == {
+        "1.1": pat1, "1.2": pat1, "1.3": assign_split(split["seed"], "1.3", split["ratios"]),
+    }  # fmt: skip
+    assert sorted(out["patients"]["patient_id"]) == ["1.3", "pat-1"]
 
 
 def test_without_the_image_folder_is_a_layout_error(tmp_path: Path) -> None:
