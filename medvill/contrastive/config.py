@@ -51,7 +51,11 @@ class ContrastiveConfig(PretrainedConfig):
     ``max_sentences`` per report. Heads: ``projection_dim``, ``projection_hidden``,
     ``projection_layers`` (1 = linear), ``projection_norm`` (``none``/``batch``),
     ``pooling_heads``. Objective: ``objective``, ``global_temperature`` (CLIP: the initial one),
-    ``image_to_report_weight`` (λ); LoVT's local terms: ``local_temperature``,
+    ``image_to_report_weight`` (λ), ``gather_negatives`` (under DDP, the candidates of the
+    global InfoNCE are every rank's micro-batch, not only this rank's: the contrastive batch
+    becomes micro-batch × ranks, as in CLIP's training; off by default so that a run's
+    contrastive batch is ``max_micro_batch_size`` whatever the GPU count, as the papers'
+    single-GPU batches of 32); LoVT's local terms: ``local_temperature``,
     ``local_weight`` (each of the four), ``region_positive_distance``, ``region_smoothing``.
     """
 
@@ -92,6 +96,7 @@ class ContrastiveConfig(PretrainedConfig):
         global_temperature: float | None = None,
         learnable_temperature: bool | None = None,
         image_to_report_weight: float | None = None,
+        gather_negatives: bool = False,
         local_temperature: float = 0.3,
         local_weight: float = 0.375,
         region_positive_distance: float = 0.5,
@@ -148,6 +153,7 @@ class ContrastiveConfig(PretrainedConfig):
             if image_to_report_weight is None
             else image_to_report_weight
         )
+        self.gather_negatives = gather_negatives
         self.local_temperature = local_temperature
         self.local_weight = local_weight
         self.region_positive_distance = region_positive_distance

@@ -4,7 +4,9 @@ global batch size, so DDP × accumulation equals one large batch).
 * :func:`info_nce` — image → report and report → image InfoNCE over the cosine similarities of
   a batch (the diagonal pairs are the positives). ConVIRT (Zhang et al., 2020) weights the two
   directions λ = 0.75 / 1 − λ with τ = 0.1; CLIP (Radford et al., 2021) weights them ½ / ½ and
-  learns the temperature (:func:`clip_logit_scale`).
+  learns the temperature (:func:`clip_logit_scale`). With negatives from every rank
+  (:func:`gather_across_ranks`), the anchors are this rank's samples and the candidates the
+  whole step's micro-batches of all ranks.
 * :func:`local_intra_sample_loss` — LoVT's local alignment (Müller et al., ECCV 2022): inside
   one sample, each local embedding (an image region or a report sentence) must pick its own
   cross-modal "attended" embedding among those of the sample's other regions/sentences, and
@@ -29,20 +31,52 @@ CLIP_MAX_LOGIT_SCALE = 100.0
 
 
 def info_nce(
-    image: torch.Tensor, text: torch.Tensor, temperature: float | torch.Tensor
+    image: torch.Tensor,
+    text: torch.Tensor,
+    temperature: float | torch.Tensor,
+    candidates: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample InfoNCE losses ``(image_to_report, report_to_image)``, each (B,).
 
     ``image_to_report[i] = −log softmax_k(cos(v_i, u_k) / τ)[i]`` (the image is the anchor,
     the batch's reports are the candidates); ``report_to_image`` the same with roles swapped.
+    ``candidates`` ``(images, reports, offset)``: a larger candidate set (N, d) — every rank's
+    embeddings — in which this batch's pairs sit at rows ``offset … offset + B − 1``.
     """
     if image.shape != text.shape or image.dim() != 2:
         raise ValueError(f"expected two (B, d) embeddings, got {image.shape} and {text.shape}")
-    logits = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T / temperature
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    image_to_report = F.cross_entropy(logits, targets, reduction="none")
-    report_to_image = F.cross_entropy(logits.T, targets, reduction="none")
+    all_images, all_texts, offset = candidates if candidates is not None else (image, text, 0)
+    if all_images.shape != all_texts.shape or all_images.shape[1:] != image.shape[1:]:
+        raise ValueError(
+            f"candidates {all_images.shape} and {all_texts.shape} do not match the batch "
+            f"{image.shape}"
+        )
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    to_reports = image @ F.normalize(all_texts, dim=-1).T / temperature
+    to_images = text @ F.normalize(all_images, dim=-1).T / temperature
+    targets = offset + torch.arange(image.shape[0], device=image.device)
+    image_to_report = F.cross_entropy(to_reports, targets, reduction="none")
+    report_to_image = F.cross_entropy(to_images, targets, reduction="none")
     return image_to_report, report_to_image
+
+
+def gather_across_ranks(embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's (B, d) embeddings stacked in rank order, (world · B, d), and the row where
+    this rank's start; ``(embeddings, 0)`` outside a multi-rank process group.
+
+    Gradients flow back to every rank's own rows (``torch.distributed.nn``'s all_gather sums
+    the other ranks' gradients of this rank's rows into it), so the loss of one rank's
+    anchors also trains the encoders of the ranks that supplied its negatives. Every rank must
+    pass the same B: the loader drops partial micro-batches, so they always do.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings, 0
+    from torch.distributed.nn.functional import all_gather
+
+    parts = all_gather(embeddings.contiguous())
+    return torch.cat(parts, dim=0), dist.get_rank() * embeddings.shape[0]
 
 
 def clip_logit_scale(log_scale: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from medvill.config import hub_source
 from medvill.contrastive.config import ContrastiveConfig
 from medvill.contrastive.losses import (
     clip_logit_scale,
+    gather_across_ranks,
     grid_positive_weights,
     info_nce,
     initial_log_logit_scale,
@@ -270,7 +271,12 @@ class ContrastiveModel(ContrastivePreTrainedModel):
         text = self.encode_text(text_ids, text_valid, sentence_index)
         image_embeds = self.image_projection(image["pooled"])
         text_embeds = self.text_projection(text["pooled"])
-        to_report, to_image = info_nce(image_embeds, text_embeds, self.temperature())
+        candidates = None
+        if config.gather_negatives:
+            all_images, offset = gather_across_ranks(image_embeds)
+            all_texts, _ = gather_across_ranks(text_embeds)
+            candidates = (all_images, all_texts, offset)
+        to_report, to_image = info_nce(image_embeds, text_embeds, self.temperature(), candidates)
         weight = config.image_to_report_weight
         losses = {"image_to_report": to_report, "report_to_image": to_image}
         per_sample = weight * to_report + (1.0 - weight) * to_image

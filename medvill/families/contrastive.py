@@ -3,8 +3,11 @@
 
 Negatives are the other samples of the same micro-batch on the same rank (as in LoVT's code,
 whose batch of 32 is accumulated 16 times): ``max_micro_batch_size`` is therefore the
-contrastive batch, and the paper profiles fix it. Counts: samples; each objective's per-sample
-losses are summed and divided by the global batch's sample count.
+contrastive batch, and the paper profiles fix it. With ``model.gather_negatives: true`` the
+global InfoNCE takes its candidates from every rank's micro-batch (all-gathered with gradient
+flow, :func:`medvill.contrastive.losses.gather_across_ranks`): the contrastive batch is then
+micro-batch × ranks and the logged loss that of those larger batches. Counts: samples; each
+objective's per-sample losses are summed and divided by the global batch's sample count.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class ContrastiveFamily(PretrainFamily):
         return (
             f"{self.name}: τ {config.global_temperature}"
             f"{' (learnable)' if config.learnable_temperature else ''}, image→report weight "
-            f"{config.image_to_report_weight}, text {config.text_input}"
+            f"{config.image_to_report_weight}, text {config.text_input}, negatives "
+            f"{'from every rank' if config.gather_negatives else 'from the rank micro-batch'}"
         )
 
     def dataset(self, context: DataContext) -> Any:

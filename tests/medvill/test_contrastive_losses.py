@@ -61,6 +61,16 @@ def test_clip_temperature_starts_at_0_07_and_the_scale_is_capped_at_100() -> Non
     assert ((to_report + to_image) / 2).mean().item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_info_nce_with_another_rank_s_candidates() -> None:
+    """This rank holds pair 1 only (offset 1 in the gathered candidates): image 1 scores its
+    report 10/√2 against report 0's 0; report 1 scores image 1 and image 0 both 10/√2."""
+    to_report, to_image = info_nce(IMAGES[1:], REPORTS[1:], 0.1, (IMAGES, REPORTS, 1))
+    assert to_report.tolist() == pytest.approx([softplus(0 - 10 * R)], abs=1e-6)
+    assert to_image.tolist() == pytest.approx([math.log(2)], abs=1e-6)
+    with pytest.raises(ValueError, match="candidates"):
+        info_nce(IMAGES[1:], REPORTS[1:], 0.1, (IMAGES, REPORTS[:1], 1))
+
+
 def test_info_nce_refuses_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match=r"two \(B, d\) embeddings"):
         info_nce(IMAGES, REPORTS[:1], 0.1)
