@@ -277,27 +277,107 @@ def evaluate_zoo(
         Path | None,
         typer.Option("--out", help="Output folder (default reports/<dataset>/zoo-<model>)."),
     ] = None,
+    finetuned: Annotated[
+        Path | None,
+        typer.Option(
+            "--finetuned",
+            help="Fine-tuned retrieval model (`medvill finetune-zoo`). Default "
+            "models/<dataset>/retrieval-<model>/final when it exists; --zero-shot-only skips it.",
+        ),
+    ] = None,
+    zero_shot_only: Annotated[
+        bool, typer.Option("--zero-shot-only", help="Do not score a fine-tuned model.")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
-    """Zero-shot image-report retrieval (the 100-candidate blocks) and a linear probe of the
-    frozen image encoder (14 CheXpert labels, AUROC) for a contrastive family, with the tasks'
-    bootstrap; writes metrics.json and predictions.json. MedViLL itself is evaluated by
-    `medvill evaluate <task>`; `medvill summary` puts all families in one table."""
+    """Zero-shot and fine-tuned image-report retrieval (the 100-candidate blocks) and a linear
+    probe of the frozen image encoder (14 CheXpert labels, AUROC) for a contrastive family, with
+    the tasks' bootstrap; writes metrics.json and predictions.json. MedViLL itself is evaluated
+    by `medvill evaluate <task>`; `medvill summary` puts all families in one table."""
     from medvill.contrastive.evaluate import evaluate as run
+    from medvill.contrastive.finetune import finetune_folder
     from medvill.tasks.common import EvalSettings, TaskPaths
 
-    family = str(getattr(model, "value", model))
+    family = _contrastive_family(model)
     with user_errors(*USER_ERRORS):
-        if family == "medvill":
-            raise ValueError("medvill is evaluated per task: `medvill evaluate <task>`")
-        if family == "xvl":
-            raise ValueError("xvl's zero-shot retrieval is `medvill zeroshot --model xvl`")
+        if zero_shot_only and finetuned is not None:
+            raise ValueError("--finetuned and --zero-shot-only contradict each other")
+        default = root / "models" / dataset / finetune_folder(family) / "final"
+        if finetuned is None and not zero_shot_only:
+            if default.is_dir():
+                finetuned = default
+            else:
+                info(f"no fine-tuned model at {default}: zero-shot retrieval only "
+                     f"(`medvill finetune-zoo --model {family} --dataset {dataset}`)")  # fmt: skip
         settings = EvalSettings.from_params(load_params(root / params))
-        doc = run(family, TaskPaths(root, dataset), settings, checkpoint, out)
+        doc = run(family, TaskPaths(root, dataset), settings, checkpoint, out,
+                  finetuned=finetuned)  # fmt: skip
     typer.echo(json.dumps({"metrics": doc["metrics"],
                            "inference_ms_per_sample": doc["inference_ms_per_sample"]},
                           indent=2, sort_keys=True))  # fmt: skip
+
+
+def _contrastive_family(model: Any) -> str:
+    """The family name of ``--model``, refused unless it is a contrastive family."""
+    family = str(getattr(model, "value", model))
+    with user_errors(*USER_ERRORS):
+        if family == "medvill":
+            raise ValueError("medvill is evaluated per task: `medvill evaluate <task>` "
+                             "(fine-tuned by `medvill finetune <task>`)")  # fmt: skip
+        if family == "xvl":
+            raise ValueError("xvl's zero-shot retrieval is `medvill zeroshot --model xvl`")
+    return family
+
+
+@app.command("finetune-zoo")
+def finetune_zoo(
+    dataset: DatasetOpt,
+    model: Annotated[
+        Family,  # type: ignore[valid-type]
+        typer.Option(
+            "--model", "-m", help="Contrastive family to fine-tune (convirt, clip, lovt)."
+        ),
+    ],
+    profile: Annotated[
+        Profile | None,  # type: ignore[valid-type]
+        typer.Option(
+            "--profile",
+            "-p",
+            help="pretrain.families.<model>.profiles entry whose finetune block sets the budget. "
+            "Default: pretrain.profile.",
+        ),
+    ] = None,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained",
+            help="Pretraining checkpoint (default models/<dataset>/pretrain-<model>/final).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume", help="Continue from the newest checkpoint of this fine-tuning."
+        ),
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """Fine-tune a contrastive family's encoders for image-report retrieval: its own
+    contrastive loss on the train split, whole reports as text, from the pretrained checkpoint,
+    for the budget of the profile's finetune block (DDP with torchrun as pretraining). Writes
+    models/<dataset>/retrieval-<model>/; `medvill evaluate-zoo` then scores it on the same
+    blocks as the zero-shot path."""
+    from medvill.contrastive.finetune import finetune as run
+
+    family = _contrastive_family(model)
+    with user_errors(*USER_ERRORS):
+        values = load_params(root / params)
+        section = profile_section(values, _profile(values, "pretrain", profile), family)
+        summary = run(family, section, root, dataset, pretrained, resume)
+    if summary:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 
 @app.command()

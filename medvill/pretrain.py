@@ -144,6 +144,15 @@ class Paths:
         )
 
 
+@dataclass(frozen=True)
+class Start:
+    """Training that continues a saved model (a fine-tuning): the checkpoint folder
+    (``save_pretrained``) and the config fields it changes (e.g. the text view)."""
+
+    checkpoint: Path
+    config_changes: dict[str, Any] = field(default_factory=dict)
+
+
 def pretrain_folder(family: str) -> str:
     """Where a family's pretraining goes under ``models/<dataset>/``: MedViLL keeps its
     historical ``pretrain``, every other family ``pretrain-<family>``."""
@@ -305,6 +314,7 @@ def pretrain(
     show_progress: bool = True,
     allow_random_init: bool = False,
     model: str = "medvill",
+    start: Start | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) pretraining; returns the summary also written to ``metrics.json``.
 
@@ -312,14 +322,15 @@ def pretrain(
     ``model`` (its config fields) and ``train`` (:class:`TrainSettings`). ``on_step(step, row)``
     is called after each optimizer step on every rank (tests use it to stop a run as a crash
     would). ``allow_random_init`` lets a ``require_pretrained`` profile start without its
-    weights. ``mask_type`` overrides MedViLL's attention mask.
+    weights. ``mask_type`` overrides MedViLL's attention mask. ``start``: continue training a
+    saved model (fine-tuning) instead of building one from the profile's ``model`` block.
     """
     family = get_family(model)
     settings = TrainSettings.from_dict(profile.get("train", {}))
     ddp = init_distributed(settings.ddp_timeout_s)
     try:
         return _run(profile, settings, paths, resume, mask_type, on_step, show_progress, ddp,
-                    allow_random_init, family)  # fmt: skip
+                    allow_random_init, family, start)  # fmt: skip
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
@@ -336,6 +347,7 @@ def _run(
     ddp: Dist,
     allow_random_init: bool = False,
     family: PretrainFamily | None = None,
+    start: Start | None = None,
 ) -> dict[str, Any]:
     family = family or get_family("medvill")
     out = Path(paths.out)
@@ -356,12 +368,21 @@ def _run(
         check_resume_plan(checkpoint, state, plan, settings.num_workers)
         log.info("resuming from %s (step %d)", checkpoint, state["step"])
         origin = {"all weights": f"resumed from {checkpoint.name}"}
+    elif start is not None:
+        model = family.from_checkpoint(start.checkpoint)
+        origin = {"all weights": f"fine-tuned from {start.checkpoint}"}
+        log.info("initialisation: %s", origin["all weights"])
+        state = None
     else:
         model = family.new_model(config)
         origin = family.load_public_weights(model, settings.text_weights, settings.imagenet)
         log.info("initialisation: text=%s, visual=%s", origin["text"], origin["visual"])
         check_initialisation(origin, settings, allow_random_init, family.visual_weights_hint)
         state = None
+    if start is not None:  # the saved model's config, with the fine-tuning's changes
+        for name, value in start.config_changes.items():
+            setattr(model.config, name, value)
+        config = model.config
     card = checkpoint_facts(family.card_kind, model, paths.index, asdict(settings),
                             initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
     model.to(ddp.device)

@@ -240,8 +240,8 @@ def _cell(doc: dict[str, Any] | None, name: str) -> str:
 def families_markdown(root: Path) -> list[str]:
     """The "Model families" section: one row per dataset × family on the same test blocks
     and split. MedViLL: its fine-tuned classification and retrieval tasks; ConVIRT, CLIP,
-    LoVT: a linear probe of the frozen image encoder and zero-shot retrieval
-    (``medvill evaluate-zoo``)."""
+    LoVT: a linear probe of the frozen image encoder and zero-shot retrieval, and a second row
+    with the retrieval of their fine-tuned encoders when evaluated (``medvill evaluate-zoo``)."""
     from medvill.families import FAMILY_NAMES
 
     reports = Path(root) / "reports"
@@ -261,6 +261,13 @@ def families_markdown(root: Path) -> list[str]:
                 doc = json.loads(path.read_text(encoding="utf-8"))
                 cells = [_cell(doc, name) for *_, name in FAMILY_COLUMNS]
                 rows.append([folder.name, f"{family} (probe, zero-shot)", *cells])
+                tuned = [
+                    _cell(doc, name.replace("zeroshot/", "finetuned/"))
+                    if name.startswith("zeroshot/") else "–"
+                    for *_, name in FAMILY_COLUMNS
+                ]  # fmt: skip
+                if any(cell != "–" for cell in tuned):
+                    rows.append([folder.name, f"{family} (fine-tuned retrieval)", *tuned])
     lines = ["## Model families", ""]
     if not rows:
         return [*lines, "No evaluation yet: `medvill evaluate-zoo --model <family>`.", ""]
@@ -269,8 +276,10 @@ def families_markdown(root: Path) -> list[str]:
         "Value on the full split [95 % bootstrap interval]. MedViLL: its fine-tuned "
         "classification and retrieval heads (tables above); ConVIRT, CLIP, LoVT: a linear "
         "probe of the frozen image encoder (one logistic regression per label, trained on the "
-        "train split) and zero-shot retrieval by embedding similarity, on the same test images "
-        "and 100-candidate blocks.",
+        'train split) and zero-shot retrieval by embedding similarity; their "fine-tuned '
+        'retrieval" rows score the same way after fine-tuning both encoders with their own '
+        "contrastive loss on the train split (`medvill finetune-zoo`); all on the same test "
+        "images and 100-candidate blocks.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

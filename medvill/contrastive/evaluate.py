@@ -7,13 +7,20 @@ table with MedViLL (``reports/summary.md``, "Model families").
   MRR, Hit@5, Recall@5, Precision@5 with MedViLL's definitions and bootstrap
   (:mod:`medvill.tasks.retrieval`). The report is read whole (ConVIRT trains on one sentence,
   but a candidate is a report), its sentences split with the sections stage's rules.
+* **Fine-tuned image–report retrieval**: the same blocks scored the same way by the model
+  ``medvill finetune-zoo`` fine-tuned from the pretraining checkpoint
+  (:mod:`medvill.contrastive.finetune`), when one is given.
+* Beside MedViLL's MRR / Hit@5 / R@5 / P@5 both retrieval paths report Hit@1/10 and R@1/10
+  (the same definitions at K = 1 and 10; R@K counts every candidate with the query's label
+  set as relevant, as MedViLL's blocks do).
 * **Linear probe** of the frozen image encoder (the pooled feature before the projection):
   one L2-regularised logistic regression per CheXpert label on the train split's images,
   scored on ``evaluate.split``; micro and macro AUROC with the classification task's
   definitions and bootstrap (uncertain and blank count as negative, as MedViLL's default).
 
 Outputs under ``reports/<dataset>/zoo-<model>/``: ``metrics.json`` (the tasks' layout; metric
-names ``zeroshot/i2r/mrr``, ``probe/micro_auroc``, …) and ``predictions.json``.
+names ``zeroshot/i2r/mrr``, ``finetuned/r2i/recall@10``, ``probe/micro_auroc``, …) and
+``predictions.json``.
 """
 
 from __future__ import annotations
@@ -112,10 +119,35 @@ class Encoder:
                              self.layout)  # fmt: skip
 
 
+#: The K of Hit@K and R@K (MedViLL's tables use 5; 1 and 10 as the retrieval literature).
+RECALL_KS: tuple[int, ...] = (1, 5, 10)
+
+
+def block_metrics_fn(pred: dict[str, Any]) -> Any:
+    """MedViLL's MRR, Hit@K, R@K (K in :data:`RECALL_KS`) and P@5 of one direction's blocks,
+    per resample of the queries given as (R, n) weights."""
+    results = {
+        k: [M.score_query(np.asarray(s), np.asarray(r, dtype=bool), k)
+            for s, r in zip(pred["scores"], pred["relevant"], strict=True)]
+        for k in RECALL_KS
+    }  # fmt: skip
+
+    def compute(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = M.retrieval_metrics_resampled(results[5], weights, 5)
+        for k in RECALL_KS:
+            at_k = M.retrieval_metrics_resampled(results[k], weights, k)
+            out[f"hit@{k}"], out[f"recall@{k}"] = at_k[f"hit@{k}"], at_k[f"recall@{k}"]
+        return out
+
+    return compute
+
+
 def zero_shot_retrieval(
-    encoder: Encoder, paths: TaskPaths, settings: EvalSettings
+    encoder: Encoder, paths: TaskPaths, settings: EvalSettings, kind: str = "zeroshot"
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, float]]:
-    """Both directions' blocks scored by cosine similarity; (bootstrap, predictions, ms)."""
+    """Both directions' blocks scored by cosine similarity; (bootstrap, predictions, ms).
+    Metric names start with ``kind`` (``zeroshot``, or ``finetuned`` for a fine-tuned
+    encoder: the scoring is the same)."""
     boot: dict[str, dict[str, float]] = {}
     predictions: dict[str, Any] = {}
     timing: dict[str, float] = {}
@@ -148,12 +180,20 @@ def zero_shot_retrieval(
             "relevant": [[labels[i] for i in b] for b in blocks],
         }
         predictions[direction] = pred
-        stats = M.bootstrap(retrieval.compute_fn(pred), len(blocks), settings.bootstrap,
+        stats = M.bootstrap(block_metrics_fn(pred), len(blocks), settings.bootstrap,
                             settings.seed, settings.confidence,
                             settings.bootstrap_ci_resamples)  # fmt: skip
-        boot.update({f"zeroshot/{direction}/{name}": v for name, v in stats.items()})
-        timing[f"zeroshot_{direction}"] = timer.ms_per_sample
+        boot.update({f"{kind}/{direction}/{name}": v for name, v in stats.items()})
+        timing[f"{kind}_{direction}"] = timer.ms_per_sample
     return boot, predictions, timing
+
+
+def load_family_model(checkpoint: Path, family: str) -> ContrastiveModel:
+    """The checkpoint's dual encoder in eval mode; refused when it is another family's."""
+    model = ContrastiveModel.from_pretrained(str(checkpoint)).eval()
+    if model.config.objective != family:
+        raise ValueError(f"{checkpoint} holds a {model.config.objective} model, not {family}")
+    return model
 
 
 @torch.no_grad()
@@ -241,8 +281,10 @@ def evaluate(
     checkpoint: Path | None = None,
     out: Path | None = None,
     probe: ProbeSettings | None = None,
+    finetuned: Path | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot retrieval and the linear probe of one family's pretraining checkpoint."""
+    """Zero-shot retrieval and the linear probe of one family's pretraining checkpoint, and
+    the fine-tuned retrieval of ``finetuned`` (a ``medvill finetune-zoo`` model) if given."""
     from medvill.pretrain import pretrain_folder
 
     default = paths.root / "models" / paths.dataset / pretrain_folder(family) / "final"
@@ -250,20 +292,32 @@ def evaluate(
         checkpoint or default,
         f"run `medvill pretrain --model {family} --dataset {paths.dataset}` first",
     )
-    model = ContrastiveModel.from_pretrained(str(ckpt)).eval()
-    if model.config.objective != family:
-        raise ValueError(f"{ckpt} holds a {model.config.objective} model, not {family}")
+    model = load_family_model(ckpt, family)
     out = Path(out or paths.root / "reports" / paths.dataset / zoo_folder(family))
     encoder = Encoder(model, load_tokenizer(ckpt), settings.batch_size)
     boot, predictions, timing = zero_shot_retrieval(encoder, paths, settings)
     probe_boot, probe_pred = linear_probe(model, paths, settings, probe or ProbeSettings())
     boot.update(probe_boot)
     predictions = {"task": TASK, "model": family, **predictions, "probe": probe_pred}
+    extra: dict[str, Any] = {"finetuned_checkpoint": None}
+    if finetuned is not None:
+        tuned_ckpt = require_checkpoint(
+            finetuned, f"run `medvill finetune-zoo --model {family} --dataset {paths.dataset}`"
+        )
+        tuned = load_family_model(tuned_ckpt, family)
+        tuned_encoder = Encoder(tuned, load_tokenizer(tuned_ckpt), settings.batch_size)
+        tuned_boot, tuned_pred, tuned_timing = zero_shot_retrieval(
+            tuned_encoder, paths, settings, kind="finetuned"
+        )
+        boot.update(tuned_boot)
+        timing.update(tuned_timing)
+        predictions["finetuned"] = tuned_pred
+        extra["finetuned_checkpoint"] = str(tuned_ckpt)
     doc = metrics_document(
         TASK, paths.dataset, ckpt, boot, settings, timing,
         {"model": family, "queries": {d: len(predictions[d]["queries"])
                                       for d in retrieval.DIRECTIONS},
-         "probe_train_samples": probe_pred["train_samples"]},
+         "probe_train_samples": probe_pred["train_samples"], **extra},
     )  # fmt: skip
     write_json(doc, out / "metrics.json")
     write_json(predictions, out / "predictions.json")

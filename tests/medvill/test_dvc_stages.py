@@ -93,3 +93,21 @@ def test_xvl_stages_follow_the_pretrain_profile(tmp_path: Path) -> None:
     zeroshot = stages["zeroshot-xvl@sample"]
     assert zeroshot.cmd == "medvill zeroshot --model xvl --dataset sample"
     assert _outs(zeroshot) == {"reports/sample/xvl/zeroshot_retrieval/metrics.json"}
+
+
+def test_contrastive_families_fine_tune_before_their_evaluation(tmp_path: Path) -> None:
+    """Each family's retrieval fine-tuning follows its pretraining and profile block; the
+    evaluation scores the fine-tuned checkpoint beside the pretrained one."""
+    stages = _stages(tmp_path, pretrain="paper")
+    for model in ("convirt", "clip", "lovt"):
+        finetune = stages[f"finetune_family@sample-{model}"]
+        assert finetune.cmd == f"medvill finetune-zoo --dataset sample --model {model}"
+        assert _params(finetune) == {
+            "pretrain.profile", f"pretrain.families.{model}.profiles.paper",
+        }  # fmt: skip
+        tuned = f"models/sample/retrieval-{model}/final"
+        assert tuned in _outs(finetune)
+        assert f"models/sample/pretrain-{model}/final" in {str(d.def_path) for d in finetune.deps}
+        evaluate = stages[f"evaluate_family@sample-{model}"]
+        assert evaluate.cmd.endswith(f"--model {model} --finetuned {tuned}")
+        assert tuned in {str(d.def_path) for d in evaluate.deps}

@@ -55,5 +55,8 @@ def test_cli_lists_the_families_and_refuses_what_does_not_apply(tmp_path) -> Non
     xvl = runner.invoke(app, ["evaluate-zoo", "-d", "x", "--model", "xvl",
                               "--root", str(tmp_path)])  # fmt: skip
     assert xvl.exit_code == 2 and "medvill zeroshot --model xvl" in xvl.output
+    tune = runner.invoke(app, ["finetune-zoo", "-d", "x", "--model", "medvill",
+                               "--root", str(tmp_path)])  # fmt: skip
+    assert tune.exit_code == 2 and "medvill finetune <task>" in tune.output
     typo = runner.invoke(app, ["pretrain", "-d", "x", "--model", "blip"])
     assert typo.exit_code == 2 and "'blip' is not one of" in typo.output
