@@ -15,6 +15,7 @@ precision, exact resume and safetensors checkpoints are the pretraining's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,5 @@ def finetune(
 
 def _objective_of(checkpoint: Path) -> str:
     """The objective a checkpoint's config names, without loading its weights."""
-    import json
-
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     return str(config.get("objective", config.get("model_type", "?")))
