@@ -10,7 +10,8 @@ Why it is more than "more pretraining": the pretraining checkpoint may come from
 dataset (MIMIC-CXR → Open-I), and the text view changes — every family reads the whole
 report here (a retrieval candidate is a report), where ConVIRT pretrains on one random
 sentence. Training runs in the shared trainer (:mod:`medvill.pretrain`), so batch plan, DDP,
-precision, exact resume and safetensors checkpoints are the pretraining's.
+precision, exact resume and safetensors checkpoints are the pretraining's; the profile's
+``model.gather_negatives`` holds for the fine-tuning too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from typing import Any
 from medvill.pretrain import Paths, Start, pretrain, pretrain_folder
 from medvill.tasks.common import require_checkpoint
 
-#: What fine-tuning changes in the pretrained model's config: the whole report as text view.
-RETRIEVAL_CONFIG = {"text_input": "report"}
+#: The profile's ``model`` fields a fine-tuning takes over the pretrained model's config:
+#: training choices that leave the architecture alone.
+TRAINING_FIELDS: tuple[str, ...] = ("gather_negatives",)
+
+
+def config_changes(profile: dict[str, Any]) -> dict[str, Any]:
+    """What fine-tuning changes in the pretrained model's config: the whole report as text
+    view, and the profile's :data:`TRAINING_FIELDS` (e.g. negatives from every rank)."""
+    model = profile.get("model", {})
+    return {"text_input": "report", **{k: model[k] for k in TRAINING_FIELDS if k in model}}
 
 
 def finetune_folder(family: str) -> str:
@@ -78,7 +87,7 @@ def finetune(
     )
     return pretrain(
         finetune_profile(profile), paths, resume=resume, show_progress=show_progress,
-        model=family, start=Start(checkpoint, dict(RETRIEVAL_CONFIG)),
+        model=family, start=Start(checkpoint, config_changes(profile)),
     )  # fmt: skip
 
 

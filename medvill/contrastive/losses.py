@@ -64,19 +64,21 @@ def gather_across_ranks(embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's (B, d) embeddings stacked in rank order, (world · B, d), and the row where
     this rank's start; ``(embeddings, 0)`` outside a multi-rank process group.
 
-    Gradients flow back to every rank's own rows (``torch.distributed.nn``'s all_gather sums
-    the other ranks' gradients of this rank's rows into it), so the loss of one rank's
-    anchors also trains the encoders of the ranks that supplied its negatives. Every rank must
-    pass the same B: the loader drops partial micro-batches, so they always do.
+    Gradients flow back to every rank's own rows (the autograd all-gather's backward sums the
+    other ranks' gradients of this rank's rows into it), so the loss of one rank's anchors
+    also trains the encoders of the ranks that supplied its negatives. Every rank must pass
+    the same B: the loader drops partial micro-batches, so they always do. The functional
+    collective is the one PyTorch's deprecation of ``torch.distributed.nn.functional.
+    all_gather`` points to; it works on gloo (the CPU test) and NCCL.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return embeddings, 0
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    parts = all_gather(embeddings.contiguous())
-    return torch.cat(parts, dim=0), dist.get_rank() * embeddings.shape[0]
+    gathered = all_gather_tensor_autograd(embeddings.contiguous(), 0, dist.group.WORLD)
+    return gathered, dist.get_rank() * embeddings.shape[0]
 
 
 def clip_logit_scale(log_scale: torch.Tensor) -> torch.Tensor:

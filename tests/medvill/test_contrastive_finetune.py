@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from medvill.contrastive.evaluate import evaluate
-from medvill.contrastive.finetune import finetune, finetune_profile
+from medvill.contrastive.finetune import config_changes, finetune, finetune_profile
 from medvill.contrastive.model import ContrastiveModel
 from medvill.report import families_markdown
 from medvill.tasks.common import EvalSettings
@@ -117,6 +117,10 @@ def test_finetuning_refuses_another_family_s_checkpoint_and_a_profile_without_bu
         finetune_profile({"train": TRAIN, "finetune": {"train": {}, "model": {}}})
     with pytest.raises(FileNotFoundError, match="medvill pretrain --model lovt"):
         finetune("lovt", profile, root, "tiny")
+    # the text view is the report's; gathered negatives follow the profile, nothing else does
+    assert config_changes({"model": {"gather_negatives": True, "hidden_size": 8}}) == {
+        "text_input": "report", "gather_negatives": True,
+    }  # fmt: skip
     # the budget goes over the pretraining's train block; public weights are not looked for
     merged = finetune_profile({"train": TRAIN, "finetune": {"train": {"lr": 2e-5}}})["train"]
     assert merged["lr"] == 2e-5 and merged["global_batch_size"] == 4
