@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,24 +61,45 @@ def info_nce(
     return image_to_report, report_to_image
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """All-gather along dim 0 whose backward returns this rank's rows of the gradient summed
+    over ranks (each rank's loss depends on every rank's rows)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        ctx.rows = slice(dist.get_rank() * tensor.shape[0], (dist.get_rank() + 1) * tensor.shape[0])
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)  # a reduce-scatter, written so that gloo runs it too
+        return total[ctx.rows]
+
+
 def gather_across_ranks(embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's (B, d) embeddings stacked in rank order, (world · B, d), and the row where
     this rank's start; ``(embeddings, 0)`` outside a multi-rank process group.
 
-    Gradients flow back to every rank's own rows (the autograd all-gather's backward sums the
-    other ranks' gradients of this rank's rows into it), so the loss of one rank's anchors
-    also trains the encoders of the ranks that supplied its negatives. Every rank must pass
-    the same B: the loader drops partial micro-batches, so they always do. The functional
-    collective is the one PyTorch's deprecation of ``torch.distributed.nn.functional.
-    all_gather`` points to; it works on gloo (the CPU test) and NCCL.
+    Gradients flow back to every rank's own rows (the gather's backward sums the other ranks'
+    gradients of this rank's rows into it), so the loss of one rank's anchors also trains the
+    encoders of the ranks that supplied its negatives. Every rank must pass the same B: the
+    loader drops partial micro-batches, so they always do. Its own autograd function (a plain
+    all-gather, and an all-reduce in the backward; the embeddings are small): both of
+    PyTorch's autograd gathers (``torch.distributed.nn.functional.all_gather``,
+    ``all_gather_tensor_autograd``) warn as deprecated in torch 2.14.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return embeddings, 0
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
-
-    gathered = all_gather_tensor_autograd(embeddings.contiguous(), 0, dist.group.WORLD)
+    gathered = _GatherWithGradient.apply(embeddings.contiguous())
     return gathered, dist.get_rank() * embeddings.shape[0]
 
 
