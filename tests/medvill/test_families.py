@@ -58,5 +58,8 @@ def test_cli_lists_the_families_and_refuses_what_does_not_apply(tmp_path) -> Non
     tune = runner.invoke(app, ["finetune-zoo", "-d", "x", "--model", "medvill",
                                "--root", str(tmp_path)])  # fmt: skip
     assert tune.exit_code == 2 and "medvill finetune <task>" in tune.output
+    both = runner.invoke(app, ["evaluate-zoo", "-d", "x", "--model", "clip", "--finetuned", "f",
+                               "--zero-shot-only", "--root", str(tmp_path)])  # fmt: skip
+    assert both.exit_code == 2 and "--finetuned and --zero-shot-only contradict" in both.output
     typo = runner.invoke(app, ["pretrain", "-d", "x", "--model", "blip"])
     assert typo.exit_code == 2 and "'blip' is not one of" in typo.output
