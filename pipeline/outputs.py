@@ -40,7 +40,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "images": ("ingest",),
     "sections": ("ingest",),
     "label": ("sections",),
-    "split": ("label",),
+    "split": ("label",),  # a localized dataset's: ingest (upstream_of)
     "pairs": ("split", "images"),
     "vqa": ("split", "images"),
     "shards": ("split", "images", "localized"),
@@ -77,9 +77,19 @@ def _marker(paths: DatasetPaths, stage: str) -> Path:
     return paths.stage_dir(stage) / MARKER
 
 
+def upstream_of(stage: str, paths: DatasetPaths) -> tuple[str, ...]:
+    """The folders ``stage`` reads for this dataset: :data:`UPSTREAM`, except the split of a
+    localized dataset, which reads its ingest records (:func:`pipeline.splits.source_stage`)."""
+    if stage == "split":
+        from pipeline.splits import source_stage
+
+        return (source_stage(paths),)
+    return UPSTREAM.get(stage, ())
+
+
 def check_upstream(stage: str, paths: DatasetPaths, params: dict[str, Any]) -> None:
     """Refuse to run ``stage`` on an interrupted or differently-configured upstream folder."""
-    for upstream in UPSTREAM.get(stage, ()):
+    for upstream in upstream_of(stage, paths):
         marker = _marker(paths, upstream)
         if not marker.is_file():
             continue

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
+from pipeline.outputs import MARKER, StageStateError, check_upstream, upstream_of
 from pipeline.records import read_parquet, write_parquet
 from pipeline.splits import (
     TRAIN_OR_VALID,
@@ -121,3 +122,14 @@ def test_localized_dataset_is_split_from_its_ingest_records(tmp_path) -> None:
     out = read_parquet(paths.stage_dir("split") / "records.parquet")
     assert stats["in"] == stats["out"] == 30 and stats["source"] == "hash"
     assert list(out["split"]) == [assign_split(123, f"pat{i}", RATIOS) for i in range(30)]
+
+
+def test_localized_split_refuses_an_interrupted_ingest_folder(tmp_path) -> None:
+    """The split of a localized dataset checks the folder it reads: ingest's marker."""
+    paths = replace(dataset_paths(tmp_path), adapter="object_cxr")
+    write_parquet(labelled_records([{"image_id": "a", "patient_id": "a"}]),
+                  paths.stage_dir("ingest") / "records.parquet")  # fmt: skip
+    (paths.stage_dir("ingest") / MARKER).write_text(json.dumps({"state": "running"}))
+    with pytest.raises(StageStateError, match=r"ingest is incomplete.*split will not read"):
+        check_upstream("split", paths, {})
+    assert upstream_of("split", dataset_paths(tmp_path)) == ("label",)
