@@ -38,6 +38,7 @@ from medvill import metrics as M
 from medvill.contrastive.data import ReportLayout, report_tokens
 from medvill.contrastive.model import ContrastiveModel
 from medvill.data import IMAGE_MEMBERS, SAMPLE_MEMBERS, decode_image, log_and_continue, read_index
+from medvill.device import default_device
 from medvill.shardreader import MemberReader, sample_refs
 from medvill.tasks import classification, retrieval
 from medvill.tasks.common import (
@@ -78,6 +79,9 @@ class Encoder:
 
     def __init__(self, model: ContrastiveModel, tokenizer: Any, batch_size: int) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        #: inputs go to the model's device (a GPU when evaluate() found one); embeddings come
+        #: back to the CPU, where the candidate blocks are scored
+        self.device = next(model.parameters()).device
         config = model.config
         self.layout = ReportLayout(
             max_tokens=config.max_text_tokens, max_sentences=config.max_sentences,
@@ -92,8 +96,9 @@ class Encoder:
         out: dict[Path, torch.Tensor] = {}
         for start in range(0, len(unique), self.batch_size):
             chunk = unique[start : start + self.batch_size]
-            batch = torch.stack([load_image_file(p, size) for p in chunk])
-            for path, row in zip(chunk, self.model.get_image_features(batch), strict=True):
+            batch = torch.stack([load_image_file(p, size) for p in chunk]).to(self.device)
+            rows = self.model.get_image_features(batch).float().cpu()
+            for path, row in zip(chunk, rows, strict=True):
                 out[path] = row
         return out
 
@@ -105,10 +110,11 @@ class Encoder:
             chunk = unique[start : start + self.batch_size]
             encoded = [self._tokens(text) for text in chunk]
             ids, valid, index = (
-                torch.from_numpy(np.stack(part)) for part in zip(*encoded, strict=True)
+                torch.from_numpy(np.stack(part)).to(self.device)
+                for part in zip(*encoded, strict=True)
             )
-            for text, row in zip(chunk, self.model.get_text_features(ids, valid, index),
-                                 strict=True):  # fmt: skip
+            rows = self.model.get_text_features(ids, valid, index).float().cpu()
+            for text, row in zip(chunk, rows, strict=True):
                 out[text] = row
         return out
 
@@ -188,9 +194,14 @@ def zero_shot_retrieval(
     return boot, predictions, timing
 
 
-def load_family_model(checkpoint: Path, family: str) -> ContrastiveModel:
-    """The checkpoint's dual encoder in eval mode; refused when it is another family's."""
+def load_family_model(
+    checkpoint: Path, family: str, device: torch.device | None = None
+) -> ContrastiveModel:
+    """The checkpoint's dual encoder in eval mode on ``device`` (default: the CPU); refused
+    when it is another family's."""
     model = ContrastiveModel.from_pretrained(str(checkpoint)).eval()
+    if device is not None:
+        model = model.to(device)
     if model.config.objective != family:
         raise ValueError(f"{checkpoint} holds a {model.config.objective} model, not {family}")
     return model
@@ -208,11 +219,12 @@ def image_features(
     targets: list[np.ndarray] = []
     valid: list[np.ndarray] = []
     pending: list[torch.Tensor] = []
+    device = next(model.parameters()).device
 
     def flush() -> None:
         if pending:
-            pooled = model.encode_image(torch.stack(pending))["pooled"]
-            features.extend(pooled.float().numpy())
+            pooled = model.encode_image(torch.stack(pending).to(device))["pooled"]
+            features.extend(pooled.float().cpu().numpy())
             pending.clear()
 
     with MemberReader(SAMPLE_MEMBERS) as reader:
@@ -292,7 +304,8 @@ def evaluate(
         checkpoint or default,
         f"run `medvill pretrain --model {family} --dataset {paths.dataset}` first",
     )
-    model = load_family_model(ckpt, family)
+    device = default_device()
+    model = load_family_model(ckpt, family, device)
     out = Path(out or paths.root / "reports" / paths.dataset / zoo_folder(family))
     encoder = Encoder(model, load_tokenizer(ckpt), settings.batch_size)
     boot, predictions, timing = zero_shot_retrieval(encoder, paths, settings)
@@ -304,7 +317,7 @@ def evaluate(
         tuned_ckpt = require_checkpoint(
             finetuned, f"run `medvill finetune-zoo --model {family} --dataset {paths.dataset}`"
         )
-        tuned = load_family_model(tuned_ckpt, family)
+        tuned = load_family_model(tuned_ckpt, family, device)
         tuned_encoder = Encoder(tuned, load_tokenizer(tuned_ckpt), settings.batch_size)
         tuned_boot, tuned_pred, tuned_timing = zero_shot_retrieval(
             tuned_encoder, paths, settings, kind="finetuned"

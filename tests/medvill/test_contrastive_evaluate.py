@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medvill.contrastive.evaluate import Encoder, evaluate
+from medvill.contrastive.evaluate import Encoder, evaluate, image_features
 from medvill.contrastive.model import ContrastiveModel
 from medvill.metrics import score_query
 from medvill.report import families_markdown
@@ -104,3 +104,30 @@ def test_a_checkpoint_of_another_family_is_refused(tiny_data, tmp_path, checkpoi
     paths = _project(tiny_data, tmp_path / "project")
     with pytest.raises(ValueError, match="holds a lovt model, not clip"):
         evaluate("clip", paths, EvalSettings(bootstrap=5, bootstrap_ci_resamples=20), checkpoint)
+
+
+def test_inputs_reach_the_model_on_its_device_and_features_come_back_on_the_cpu(
+    tiny_data, checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate() puts the model on the GPU when there is one; CI has none, so the model sits on
+    the meta device here and its feature methods record where their inputs live (a missing
+    ``.to(device)`` would hand them CPU tensors) and answer with CPU tensors of known shape."""
+    model = ContrastiveModel.from_pretrained(checkpoint).eval().to("meta")
+    seen: list[str] = []
+
+    def features(*inputs: torch.Tensor) -> torch.Tensor:
+        seen.extend(t.device.type for t in inputs)
+        return torch.ones(len(inputs[0]), 16)
+
+    monkeypatch.setattr(model, "get_image_features", features)
+    monkeypatch.setattr(model, "get_text_features", features)
+    width = model.config.visual_feature_dim
+    monkeypatch.setattr(
+        model, "encode_image", lambda x: {"pooled": features(x)[:, :1].expand(-1, width)}
+    )
+    encoder = Encoder(model, tiny_data["tokenizer"], 4)
+    texts = encoder.texts(TEXTS)
+    keys, pooled, _, _ = image_features(model, tiny_data["index"], "train", 5)
+    assert seen and set(seen) == {"meta"}
+    assert {t.device.type for t in texts.values()} == {"cpu"}
+    assert pooled.shape == (len(keys), width) and len(keys) == 12
