@@ -126,6 +126,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
         if lower[i] == "left" and labels[i] == "amod":
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
     _retag_nominal_verbs(heads, labels, tags)
+    _retag_nominal_adjectives(heads, labels, tags)
     _repair_side_left(heads, labels, tags, lemmas, lower)
     _repair_noun_with_object(heads, labels, tags)
     _repair_negated_phrase_read_as_clause(heads, labels, tags, lemmas)
@@ -364,6 +365,33 @@ def _retag_nominal_verbs(heads: list[int], labels: list[str], tags: list[str]) -
             continue
         if any(heads[k] == i and labels[k] in ("amod", "det") for k in range(n)):
             tags[i] = "NNS" if tags[i] == "VBZ" else "NN"
+
+
+_PHRASE_ENDS = frozenset({",", ".", ":", "CC", "IN", "-RRB-"})
+_AUXILIARIES = frozenset({"aux", "auxpass"})
+
+
+def _retag_nominal_adjectives(heads: list[int], labels: list[str], tags: list[str]) -> None:
+    """A word standing alone in a noun's slot is a noun, even when tagged as an adjective.
+
+    "no effusion or adenopathy", "no nodules or adenopathy are noted": the tagger calls
+    "adenopathy" an adjective, so "no" did not travel along the noun conjunction to it and the
+    list's "or" left it uncertain. A word tagged JJ that is a conjunct of a noun, or a subject
+    or object, and modifies nothing (no noun or adjective follows it) heads a noun phrase, as
+    BLLIP tags it. An adjective before its noun ("no effusion or pleural thickening", also
+    before a plural the tagger read as a verb: "other patchy infiltrates") keeps its tag, so the
+    word must end its phrase: the sentence, a comma, a coordinator, a preposition or an
+    auxiliary follows.
+    """
+    n = len(heads)
+    for i in range(n):
+        ends_phrase = i + 1 == n or tags[i + 1] in _PHRASE_ENDS or labels[i + 1] in _AUXILIARIES
+        if tags[i] != "JJ" or not ends_phrase:
+            continue
+        head = heads[i]
+        in_noun_list = labels[i] == "conj" and head != -1 and tags[head].startswith("NN")
+        if in_noun_list or labels[i] in ("nsubj", "nsubjpass", "dobj", "pobj"):
+            tags[i] = "NN"
 
 
 def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str]) -> None:

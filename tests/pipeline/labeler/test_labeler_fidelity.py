@@ -267,3 +267,18 @@ def test_a_preposition_never_keeps_a_subject() -> None:
     tags = ["DT", "MD", "VB", "NN", "NN", "VBN", "NN", "."]
     _repair_subject_of_preposition(heads, labels, tags)
     assert (heads[4], labels[4]) == (5, "nsubj")
+
+
+def test_a_word_alone_in_a_noun_slot_is_a_noun(spacy_labeler: Labeler) -> None:
+    """spaCy tags "adenopathy" JJ; at the end of a noun list it heads its own noun phrase, so
+    "no" reaches it along the conjunction. An adjective before its noun keeps its tag."""
+    source = spacy_labeler.graph_source
+    assert isinstance(source, SpacyGraphSource)
+    for sentence in ("no effusion or adenopathy.", "no nodules or adenopathy are seen."):
+        [graph] = source.graphs([sentence])
+        assert graph is not None
+        [word] = [n for n in graph.nodes.values() if n.text == "adenopathy"]
+        assert word.tag == "NN", sentence
+    [graph] = source.graphs(["no effusion or pleural thickening."])
+    assert graph is not None
+    assert {n.text: n.tag for n in graph.nodes.values()}["pleural"] == "JJ"
