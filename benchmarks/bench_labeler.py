@@ -33,9 +33,8 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.labeler import label_reports, read_reports_csv
-from pipeline.labeler.api import Labeler
-from pipeline.labeler.detect import BACKENDS, backend_rules
-from pipeline.labeler.phrases import backend_phrases
+from pipeline.labeler.api import Labeler, backend_labeler
+from pipeline.labeler.detect import BACKENDS
 from pipeline.records import CHEXPERT_LABELS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "pipeline" / "labeler" / "fixtures"
@@ -251,11 +250,7 @@ def main() -> None:
     agreement(Labeler(graph_source=base.graph_source))
     if args.dev_set is not None:
         for backend in BACKENDS:
-            labeler = Labeler(
-                phrases=backend_phrases(backend),
-                rules=backend_rules(backend),
-                graph_source=base.graph_source,
-            )
+            labeler = backend_labeler(backend, base.graph_source)
             dev_set_report(Path(args.dev_set), labeler, backend)
 
 

@@ -42,13 +42,27 @@ def resolve(labels: Sequence[float]) -> float:
     return POSITIVE  # {0, 1} or {-1, 1}
 
 
-def aggregate(mentions: Iterable[tuple[str, str, float]]) -> dict[str, float]:
-    """(observation, matched text, label) for one report -> {category: value} for all 14."""
+#: Observations whose positive mention still leaves a report "No Finding", per convention:
+#: CheXpert's (a support device is no finding) and the radiologist indexers' of Open-I, whom
+#: the opt-in ``chexpert_plus`` backend follows (a study with a device in it is not normal).
+DEVICES_ARE_NO_FINDING = frozenset({SUPPORT_DEVICES})
+EVERY_MENTION_COUNTS = frozenset[str]()
+
+
+def aggregate(
+    mentions: Iterable[tuple[str, str, float]],
+    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING,
+) -> dict[str, float]:
+    """(observation, matched text, label) for one report -> {category: value} for all 14.
+
+    ``no_finding_allows``: observations whose positive or uncertain mention does not rule out
+    No Finding (CheXpert: Support Devices only).
+    """
     no_finding = True
     by_category: dict[str, list[float]] = {}
     for observation, text, label in mentions:
         positive_or_uncertain = label != NEGATIVE
-        if observation != SUPPORT_DEVICES and positive_or_uncertain:
+        if observation not in no_finding_allows and positive_or_uncertain:
             no_finding = False
         if observation == NO_FINDING:
             continue

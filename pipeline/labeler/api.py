@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.labeler.aggregate import aggregate, mention_label, write_labeled_csv
+from pipeline.labeler.aggregate import (
+    DEVICES_ARE_NO_FINDING,
+    EVERY_MENTION_COUNTS,
+    aggregate,
+    mention_label,
+    write_labeled_csv,
+)
 from pipeline.labeler.clean import clean, extract_sections, split_sentences
 from pipeline.labeler.detect import (
     SHORTCUT,
@@ -44,10 +50,15 @@ _CHUNK = 500
 
 @dataclass
 class Labeler:
-    """The labeling engine: phrases + rules + a graph source + a bounded sentence cache."""
+    """The labeling engine: phrases + rules + a graph source + a bounded sentence cache.
+
+    ``no_finding_allows`` names the observations a "No Finding" report may still mention as
+    present (CheXpert: support devices; ``chexpert_plus``: none, see :data:`NO_FINDING_ALLOWS`).
+    """
 
     phrases: PhraseSet = field(default_factory=default_phrases)
     rules: RuleSet = field(default_factory=default_rules)
+    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING
     graph_source: GraphSource | None = None
     cache_size: int = 500_000
     cache: dict[str, SentenceResult] = field(default_factory=dict)
@@ -124,7 +135,10 @@ class Labeler:
         flat = [s for sentences in reports for s in sentences]
         results = dict(zip(flat, self.label_sentences(flat), strict=True))
         return [
-            aggregate(mention for s in sentences for mention in results[s]) for sentences in reports
+            aggregate(
+                (mention for s in sentences for mention in results[s]), self.no_finding_allows
+            )
+            for sentences in reports
         ]
 
 
@@ -137,6 +151,24 @@ def _as_text(value: object) -> str:
 
 _DEFAULT: dict[str, Labeler] = {}
 
+#: What a No Finding report may mention as present, per backend. Open-I's indexers (the
+#: radiologist gold ``chexpert_plus`` is measured on) call a study with a device in it abnormal.
+NO_FINDING_ALLOWS = {"chexpert": DEVICES_ARE_NO_FINDING, "chexpert_plus": EVERY_MENTION_COUNTS}
+
+
+def backend_labeler(backend: str, graph_source: GraphSource | None = None) -> Labeler:
+    """A fresh labeler with a backend's phrases, rules and No Finding convention.
+
+    An unknown backend is an error that lists the choices. ``graph_source`` lets several
+    labelers share one loaded parser.
+    """
+    return Labeler(
+        phrases=backend_phrases(backend),
+        rules=backend_rules(backend),
+        graph_source=graph_source,
+        no_finding_allows=NO_FINDING_ALLOWS[backend],
+    )
+
 
 def default_labeler(backend: str = "chexpert") -> Labeler:
     """The process-wide labeler of a backend, so the model loads once and the cache stays warm.
@@ -144,12 +176,9 @@ def default_labeler(backend: str = "chexpert") -> Labeler:
     Backends share the spaCy model; each keeps its own sentence cache (labels differ).
     """
     if backend not in _DEFAULT:
-        rules = backend_rules(backend)
         shared = next(iter(_DEFAULT.values()), None)
         source = shared._source() if shared is not None else None
-        _DEFAULT[backend] = Labeler(
-            phrases=backend_phrases(backend), rules=rules, graph_source=source
-        )
+        _DEFAULT[backend] = backend_labeler(backend, source)
     return _DEFAULT[backend]
 
 

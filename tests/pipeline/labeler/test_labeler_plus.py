@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.labeler import label_reports, read_reports_csv
-from pipeline.labeler.api import Labeler, default_labeler
+from pipeline.labeler.api import Labeler, backend_labeler, default_labeler
 from pipeline.labeler.detect import backend_rules, default_rules, plus_rules, without_replaced
 from pipeline.labeler.ngrex import load_patterns
 from pipeline.labeler.phrases import (
@@ -29,9 +29,7 @@ PLUS_DIR = DATA_DIR / "patterns_plus"
 
 @pytest.fixture(scope="module")
 def plus_labeler(spacy_labeler: Labeler) -> Labeler:
-    return Labeler(
-        phrases=plus_phrases(), rules=plus_rules(), graph_source=spacy_labeler.graph_source
-    )
+    return backend_labeler("chexpert_plus", spacy_labeler.graph_source)
 
 
 def _present(labeler: Labeler, text: str) -> dict[str, float]:
@@ -263,7 +261,11 @@ def test_plus_phrases_leave_out_the_listed_lung_lesion_mentions() -> None:
     opacity = plus.mentions["Lung Opacity"]
     assert opacity == base.mentions["Lung Opacity"] + ["nodular density", "nodular densities"]
     assert [p for p, _ in plus.mention_regexes["Lung Opacity"]] == opacity
-    unchanged = set(base.mentions) - {"Lung Lesion", "Lung Opacity"}
+    # findings outside the 14 that make a study abnormal (data/phrases_plus/README.md)
+    no_finding = plus.mentions["No Finding"]
+    assert no_finding[: len(base.mentions["No Finding"])] == base.mentions["No Finding"]
+    assert {"low lung volume", "tortuous", "spondylosis", "sternotomy"} <= set(no_finding)
+    unchanged = set(base.mentions) - {"Lung Lesion", "Lung Opacity", "No Finding"}
     assert {o: plus.mentions[o] for o in unchanged} == {o: base.mentions[o] for o in unchanged}
     assert plus.unmentions == base.unmentions
     assert backend_phrases("chexpert") is base and backend_phrases("chexpert_plus") is plus
@@ -327,3 +329,38 @@ def test_plus_phrases_differ_only_where_a_removed_phrase_is_the_mention(
     assert findings(_present(spacy_labeler, text)) == original
     assert findings(_present(plus_labeler, text)) == plus
     assert findings(_present(default_labeler("chexpert_plus"), text)) == plus
+
+
+@pytest.mark.parametrize(
+    ("text", "original", "plus"),
+    [
+        # findings outside the 14 observations: CheXpert calls the study No Finding, the
+        # radiologist indexers of Open-I (the gold chexpert_plus is measured on) do not
+        ("Low lung volumes. The lungs are clear.", {"No Finding": 1.0}, {}),
+        ("The lungs are hyperexpanded, with flattened diaphragms.", {"No Finding": 1.0}, {}),
+        (
+            "The thoracic aorta is tortuous. Heart size is normal.",
+            {"No Finding": 1.0, "Cardiomegaly": 0.0},
+            {"Cardiomegaly": 0.0},
+        ),
+        ("Thoracic spondylosis with bridging osteophytes.", {"No Finding": 1.0}, {}),
+        ("Surgical clips in the right upper quadrant.", {"No Finding": 1.0}, {}),
+        ("Status post median sternotomy. Clear lungs.", {"No Finding": 1.0}, {}),
+        # a support device: not a finding for CheXpert, an abnormal study for the indexers
+        (
+            "Left subclavian catheter with its tip in the SVC. Lungs are clear.",
+            {"No Finding": 1.0, "Support Devices": 1.0},
+            {"Support Devices": 1.0},
+        ),
+        # negated or normal wordings leave the study normal in both conventions
+        ("No hiatal hernia or adenopathy. The lungs are clear.", {"No Finding": 1.0}, None),
+        ("Normal lung volumes and heart size.", {"No Finding": 1.0, "Cardiomegaly": 0.0}, None),
+        ("The aorta is not tortuous.", {"No Finding": 1.0}, None),
+    ],
+)
+def test_plus_no_finding_means_no_abnormality_at_all(
+    spacy_labeler: Labeler, plus_labeler: Labeler, text: str, original: dict, plus: dict | None
+) -> None:
+    assert _present(spacy_labeler, text) == original
+    assert _present(plus_labeler, text) == (original if plus is None else plus)
+    assert _present(default_labeler("chexpert_plus"), text) == _present(plus_labeler, text)
