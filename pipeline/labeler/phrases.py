@@ -144,17 +144,43 @@ def with_changed_mentions(phrases: PhraseSet, removed_dir: Path, added_dir: Path
     )
 
 
+def without_unmentions(phrases: PhraseSet, removed_dir: Path) -> PhraseSet:
+    """``phrases`` less the unmention phrases listed in ``removed_dir/<observation>.txt``.
+
+    Each listed phrase must be one of that observation's unmentions (a typo or an edited
+    phrase file is an error, not a no-op); a missing folder changes nothing.
+    """
+    removed = _read_dir(removed_dir) if removed_dir.is_dir() else {}
+    for observation, listed in removed.items():
+        unknown = [p for p in listed if p not in phrases.unmentions.get(observation, [])]
+        if unknown:
+            raise ValueError(
+                f"{removed_dir}: {unknown} are not unmention phrases of {observation!r}"
+            )
+    unmentions = {
+        o: [p for p in ps if p not in removed.get(o, [])] for o, ps in phrases.unmentions.items()
+    }
+    return PhraseSet(
+        mentions=phrases.mentions,
+        unmentions=unmentions,
+        mention_regexes=phrases.mention_regexes,
+        unmention_regexes={o: [re.compile(p) for p in ps] for o, ps in unmentions.items()},
+    )
+
+
 @lru_cache(maxsize=1)
 def plus_phrases() -> PhraseSet:
     """The opt-in ``chexpert_plus`` phrase set: the original's, changed by ``data/phrases_plus``.
 
-    Unmentions, including the generated ones, stay the original's (the generated ones come
-    from the Cardiomegaly / Enlarged Cardiomediastinum mentions, which plus does not change).
+    Unmentions are the original's, including the generated ones (they come from the
+    Cardiomegaly / Enlarged Cardiomediastinum mentions, which plus does not change), less those
+    listed in ``unmention_removed``.
     """
     plus = DATA_DIR / "phrases_plus"
-    return with_changed_mentions(
+    changed = with_changed_mentions(
         default_phrases(), plus / "mention_removed", plus / "mention_added"
     )
+    return without_unmentions(changed, plus / "unmention_removed")
 
 
 #: The phrase set of each label backend (the rules are in ``detect.BACKENDS``).

@@ -20,6 +20,7 @@ from pipeline.labeler.phrases import (
     default_phrases,
     plus_phrases,
     with_changed_mentions,
+    without_unmentions,
 )
 from pipeline.records import CHEXPERT_LABELS
 from tests.pipeline.labeler.conftest import FIXTURES
@@ -267,7 +268,12 @@ def test_plus_phrases_leave_out_the_listed_lung_lesion_mentions() -> None:
     assert {"low lung volume", "tortuous", "spondylosis", "sternotomy"} <= set(no_finding)
     unchanged = set(base.mentions) - {"Lung Lesion", "Lung Opacity", "No Finding"}
     assert {o: plus.mentions[o] for o in unchanged} == {o: base.mentions[o] for o in unchanged}
-    assert plus.unmentions == base.unmentions
+    # the one unmention dropped: a named nodule is a lesion, calcified or not
+    assert plus.unmentions["Lung Lesion"] == ["massive", "massengale"]
+    assert base.unmentions["Lung Lesion"] == ["calcified nodul", "massive", "massengale"]
+    assert {o: u for o, u in plus.unmentions.items() if o != "Lung Lesion"} == {
+        o: u for o, u in base.unmentions.items() if o != "Lung Lesion"
+    }
     assert backend_phrases("chexpert") is base and backend_phrases("chexpert_plus") is plus
     with pytest.raises(ValueError, match="unknown labeler backend 'x'"):
         backend_phrases("x")
@@ -364,3 +370,28 @@ def test_plus_no_finding_means_no_abnormality_at_all(
     assert _present(spacy_labeler, text) == original
     assert _present(plus_labeler, text) == (original if plus is None else plus)
     assert _present(default_labeler("chexpert_plus"), text) == _present(plus_labeler, text)
+
+
+def test_a_dropped_unmention_is_checked_against_the_originals(tmp_path: Path) -> None:
+    (tmp_path / "lung_lesion.txt").write_text("calcified_granuloma\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['calcified granuloma'\] are not unmention phrases"):
+        without_unmentions(default_phrases(), tmp_path)
+    assert without_unmentions(default_phrases(), tmp_path / "absent") == default_phrases()
+
+
+@pytest.mark.parametrize(
+    ("text", "original", "plus"),
+    [
+        # a named nodule is a lesion for the radiologist gold, calcified or not
+        ("A 6 mm calcified nodule in the right upper lobe.", {}, {"Lung Lesion": 1.0}),
+        ("Noncalcified nodule in the left lower lobe.", {}, {"Lung Lesion": 1.0}),
+        ("No calcified nodules.", {"No Finding": 1.0}, {"Lung Lesion": 0.0, "No Finding": 1.0}),
+        # a granuloma is still not one
+        ("Calcified granuloma in the left apex.", {}, {}),
+    ],
+)
+def test_plus_counts_a_calcified_nodule_as_a_lesion(
+    spacy_labeler: Labeler, plus_labeler: Labeler, text: str, original: dict, plus: dict
+) -> None:
+    assert _present(spacy_labeler, text) == original
+    assert _present(plus_labeler, text) == plus
