@@ -127,6 +127,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
             lemmas[i], tags[i] = "left", "JJ"  # CoreNLP: adjective "left", not "leave"
     _retag_nominal_verbs(heads, labels, tags)
     _retag_nominal_adjectives(heads, labels, tags)
+    _repair_redacted_verb(heads, labels, tags, lower)
     _repair_side_left(heads, labels, tags, lemmas, lower)
     _repair_noun_with_object(heads, labels, tags)
     _repair_negated_phrase_read_as_clause(heads, labels, tags, lemmas)
@@ -392,6 +393,52 @@ def _retag_nominal_adjectives(heads: list[int], labels: list[str], tags: list[st
         in_noun_list = labels[i] == "conj" and head != -1 and tags[head].startswith("NN")
         if in_noun_list or labels[i] in ("nsubj", "nsubjpass", "dobj", "pobj"):
             tags[i] = "NN"
+
+
+#: Open-I's de-identification token, lower-cased (it replaced words, sometimes a verb).
+REDACTED = "xxxx"
+_PERFECT_AUXILIARIES = frozenset({"have", "has", "had"})
+
+
+def _repair_redacted_verb(
+    heads: list[int], labels: list[str], tags: list[str], lower: list[str]
+) -> None:
+    """A de-identification token standing where the verb belongs is the verb.
+
+    Open-I's anonymiser replaced some verbs with the token: "the heart and lungs have <token>
+    <token> in the interval" (a perfect tense: the token is the participle, spaCy reads it as
+    the object of "have"), "heart size <token> within normal limits" (spaCy hangs the token and
+    its predicate off the subject as an apposition). With the token as the verb, the finding
+    is its subject, as it would be with the word the token hides, so a rule about the predicate
+    ("within normal limits") reaches it, and ``chexpert_plus`` can say that what the hidden verb
+    says about the finding is unknown.
+    """
+    n = len(heads)
+
+    def adopt(new_head: int, old_head: int) -> None:
+        for k in range(n):
+            if heads[k] == old_head and k != new_head:
+                heads[k] = new_head
+
+    for x in range(n):
+        if lower[x] != REDACTED:
+            continue
+        v = heads[x]
+        if v == -1:
+            continue
+        subjects = [k for k in range(n) if heads[k] == v and labels[k] == "nsubj"]
+        if labels[x] == "dobj" and lower[v] in _PERFECT_AUXILIARIES and subjects:
+            heads[x], labels[x] = heads[v], labels[v]
+            adopt(x, v)
+            heads[v], labels[v] = x, "aux"
+            tags[x] = "VBN"
+        elif labels[x] == "appos" and heads[v] == -1 and tags[v].startswith("NN") and v < x:
+            after = [k for k in range(n) if heads[k] == v and k > x]
+            heads[x], labels[x] = -1, labels[v]
+            for k in after:
+                heads[k] = x
+            heads[v], labels[v] = x, "nsubj"
+            tags[x] = "VBZ"
 
 
 def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str]) -> None:

@@ -282,3 +282,20 @@ def test_a_word_alone_in_a_noun_slot_is_a_noun(spacy_labeler: Labeler) -> None:
     [graph] = source.graphs(["no effusion or pleural thickening."])
     assert graph is not None
     assert {n.text: n.tag for n in graph.nodes.values()}["pleural"] == "JJ"
+
+
+def test_a_redacted_verb_heads_its_clause(spacy_labeler: Labeler) -> None:
+    """Open-I's de-identification token where the verb was: the finding is its subject."""
+    edges = _graph_edges(spacy_labeler, "the heart and lungs have xxxx xxxx since the last study.")
+    assert {"nsubj(xxxx, heart)", "aux(xxxx, have)"} <= edges
+    assert not any(e.startswith("dobj(have") for e in edges)
+    edges = _graph_edges(spacy_labeler, "heart size xxxx within normal limits.")
+    assert {"nsubj(xxxx, size)", "nmod:within(xxxx, limits)"} <= edges
+    # so the original's within-normal-limits rule reaches the finding
+    assert _present(spacy_labeler, "Heart size XXXX within normal limits.") == {
+        "Cardiomegaly": 0.0,
+        "No Finding": 1.0,
+    }
+    # a token that is no verb keeps its place
+    edges = _graph_edges(spacy_labeler, "no xxxx focal lobar consolidation.")
+    assert "neg(consolidation, no)" in edges
