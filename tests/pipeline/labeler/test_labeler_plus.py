@@ -42,12 +42,12 @@ def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
     assert plus.negation[:77] == base.negation and len(plus.negation) == 90
     # post-negation: the original's 67 less the four "X or / versus Y" rules it narrows, in
-    # their order, then our 7 + 6
+    # their order, then our 7 + 6 + 1
     replaced = load_patterns(PLUS_DIR / "post_negation_uncertainty_replaced.txt")
     assert len(replaced) == 4 and all(p in base.post_negation_uncertainty for p in replaced)
     kept = tuple(p for p in base.post_negation_uncertainty if p not in replaced)
     assert len(kept) == 63 and plus.post_negation_uncertainty[:63] == kept
-    assert len(plus.post_negation_uncertainty) == 63 + 13
+    assert len(plus.post_negation_uncertainty) == 63 + 14
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
@@ -156,6 +156,13 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Pleural Effusion": -1.0},
         ),
         ("The nodule is seen.", {"Lung Lesion": 1.0}, {"Lung Lesion": 1.0}),
+        # a redacted verb: what it said about the finding is unknown
+        (
+            "The heart and lungs have XXXX XXXX since the last study.",
+            {"Cardiomegaly": 1.0},
+            {"Cardiomegaly": -1.0},
+        ),
+        ("The heart is XXXX enlarged.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
         # the verb forms of "upper limits of normal" and "normal"
         (
             "Heart size remains at the upper limits of normal.",
