@@ -735,7 +735,8 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
     as "borderline heart size" (``size > borderline``) see the flat phrase. A determiner moves
     too: in "no <redacted> focal consolidation" (an Open-I de-identified word) spaCy hangs "no" on
     the unknown word, leaving the finding itself un-negated; PTB gives the phrase one
-    determiner, on its head.
+    determiner, on its head. An adjective spaCy hangs on the next adjective ("a probable small
+    effusion") moves to the noun as well, so a hedge on the phrase reaches the finding.
     """
     n = len(heads)
     for i in range(n - 1, -1, -1):
@@ -745,6 +746,9 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
         # a determiner climbs over any pre-modifier ("no <redacted> focal consolidation" with
         # <redacted> an adverb), the other modifiers over nominal ones only
         climbs = ("compound", "nmod", "amod", "advmod") if is_determiner else ("compound", "nmod")
+        if labels[i] == "amod" and tags[i] == "JJ" and tags[heads[i]] == "JJ":
+            # an adjective on an adjective: "a probable small effusion" is flat in PTB too
+            climbs = ("compound", "nmod", "amod")
         head = heads[i]
         while (
             head > i

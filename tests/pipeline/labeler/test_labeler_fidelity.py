@@ -148,6 +148,10 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
             "The mediastinal silhouette is stable and unremarkable.",
             {**NEGATIVE_NORMAL, "Enlarged Cardiomediastinum": 0.0},
         ),
+        # an adjective hung on the next adjective joins the flat noun phrase: the hedge
+        # reaches the finding
+        ("There is a probable small left pleural effusion.", {"Pleural Effusion": -1.0}),
+        ("There is a small left pleural effusion.", {"Pleural Effusion": 1.0}),
     ],
 )
 def test_error_classes(spacy_labeler: Labeler, text: str, expected: dict[str, float]) -> None:
