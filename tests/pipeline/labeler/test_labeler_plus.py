@@ -42,12 +42,12 @@ def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
     assert plus.negation[:77] == base.negation and len(plus.negation) == 90
     # post-negation: the original's 67 less the four "X or / versus Y" rules it narrows, in
-    # their order, and the hedge rule it narrows, then our 7 + 6 + 1 + 1
+    # their order, the hedge rule it narrows and "borderline heart size", then our 7 + 6 + 1 + 1
     replaced = load_patterns(PLUS_DIR / "post_negation_uncertainty_replaced.txt")
-    assert len(replaced) == 5 and all(p in base.post_negation_uncertainty for p in replaced)
+    assert len(replaced) == 6 and all(p in base.post_negation_uncertainty for p in replaced)
     kept = tuple(p for p in base.post_negation_uncertainty if p not in replaced)
-    assert len(kept) == 62 and plus.post_negation_uncertainty[:62] == kept
-    assert len(plus.post_negation_uncertainty) == 62 + 15
+    assert len(kept) == 61 and plus.post_negation_uncertainty[:61] == kept
+    assert len(plus.post_negation_uncertainty) == 61 + 15
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
@@ -176,6 +176,9 @@ def test_unknown_backend_is_a_clear_error() -> None:
             {"Pleural Effusion": -1.0},
         ),
         ("Questionable right lower lobe pneumonia.", {"Pneumonia": -1.0}, {"Pneumonia": -1.0}),
+        # "borderline" grades an enlarged heart, as "mild" does
+        ("Borderline heart size.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": 1.0}),
+        ("Borderline cardiomegaly.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
         # the verb forms of "upper limits of normal" and "normal"
         (
             "Heart size remains at the upper limits of normal.",
