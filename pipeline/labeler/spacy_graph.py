@@ -137,6 +137,7 @@ def convert(doc: Any, offset: int = 0) -> DepGraph:
     _repair_participle_modifiers(heads, labels, tags, lemmas)
     _repair_subject_of_preposition(heads, labels, tags)
     _repair_coordination(heads, labels, tags, lemmas, lower)
+    _repair_parallel_infinitives(heads, labels, tags, lower)
     _flatten_noun_phrases(heads, labels, tags)
 
     # "cannot" is one token (MD, lemma cannot) in the original; spaCy splits it.
@@ -439,6 +440,72 @@ def _repair_redacted_verb(
                 heads[k] = x
             heads[v], labels[v] = x, "nsubj"
             tags[x] = "VBZ"
+
+
+_INFINITIVE_CLAUSES = frozenset({"acl", "relcl"})
+_CLAUSE_LINKS = frozenset({"advcl", "xcomp", "conj", "dep", "ccomp"})
+_PHRASE_INNER = frozenset({"acl", "compound", "amod"})
+
+
+def _object_of(word: int, verb: int, heads: list[int], labels: list[str]) -> bool:
+    """``word`` is the verb's direct object, or a conjunct of it."""
+    if labels[word] == "conj" and heads[word] != -1:
+        word = heads[word]
+    return heads[word] == verb and labels[word] == "dobj"
+
+
+def _repair_parallel_infinitives(
+    heads: list[int], labels: list[str], tags: list[str], lower: list[str]
+) -> None:
+    """ "no A to suggest X or B to suggest Y": two noun phrases, each with its own infinitive.
+
+    spaCy hangs the second infinitive on the first and makes B an object of the first verb,
+    so "no" never reaches B and Y stays positive ("no pleural line to suggest pneumothorax or
+    blunting to suggest effusion" gave a positive effusion). When a verb with "to" that
+    modifies a noun has a second "to"-verb under it, and the word right before the second "to"
+    is an object of the first verb (or its conjunct) with a coordinator between them, that
+    word is the second
+    conjunct of the noun and the second verb its clause; the words between the coordinator and
+    it are its pre-modifiers.
+    """
+    n = len(heads)
+
+    def has_to(verb: int) -> bool:
+        return verb > 0 and lower[verb - 1] == "to" and heads[verb - 1] == verb
+
+    for v2 in range(n):
+        v1 = heads[v2]
+        if v1 == -1 or labels[v2] not in _CLAUSE_LINKS or not (has_to(v2) and has_to(v1)):
+            continue
+        noun = heads[v1]
+        if labels[v1] not in _INFINITIVE_CLAUSES or noun == -1 or not tags[noun].startswith("NN"):
+            continue
+        second = v2 - 2  # the last word of the second noun phrase
+        if second <= v1 or not tags[second].startswith(("NN", "VBG")):
+            continue
+        obj = second  # "angle blunting": spaCy may make an earlier word the object
+        while not _object_of(obj, v1, heads, labels) and labels[obj] in _PHRASE_INNER:
+            if not v1 < heads[obj] < obj:
+                break
+            obj = heads[obj]
+        if not _object_of(obj, v1, heads, labels):
+            continue
+        coordinator = next((c for c in range(obj - 1, v1, -1) if tags[c] == "CC"), None)
+        if coordinator is None or any(
+            coordinator < heads[k] <= second for k in range(v1, coordinator)
+        ):
+            continue  # a word of the first phrase hangs inside the second: not two phrases
+        if obj != second:
+            heads[obj], labels[obj] = second, "compound"
+        heads[second], labels[second] = noun, "conj"
+        if tags[second] == "VBG":
+            tags[second] = "NN"
+        heads[coordinator], labels[coordinator] = noun, "cc"
+        for k in range(coordinator + 1, second):
+            if not coordinator < heads[k] <= second:
+                heads[k] = second
+                labels[k] = "compound" if tags[k].startswith("NN") else "amod"
+        heads[v2], labels[v2] = second, "acl"
 
 
 def _repair_noun_with_object(heads: list[int], labels: list[str], tags: list[str]) -> None:

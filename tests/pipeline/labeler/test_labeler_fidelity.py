@@ -152,6 +152,27 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
         # reaches the finding
         ("There is a probable small left pleural effusion.", {"Pleural Effusion": -1.0}),
         ("There is a small left pleural effusion.", {"Pleural Effusion": 1.0}),
+        # two negated noun phrases, each with its own "to suggest": spaCy hung the second on
+        # the first, with the second noun its object, out of reach of "no"
+        (
+            "No apical pleural line to suggest a pneumothorax or costophrenic angle blunting "
+            "to suggest an effusion.",
+            {
+                **NEGATIVE_NORMAL,
+                "Pleural Effusion": 0.0,
+                "Pneumothorax": 0.0,
+                "Support Devices": 0.0,
+            },
+        ),
+        (
+            "No pleural line to suggest pneumothorax or blunting to suggest effusion.",
+            {
+                **NEGATIVE_NORMAL,
+                "Pleural Effusion": 0.0,
+                "Pneumothorax": 0.0,
+                "Support Devices": 0.0,
+            },
+        ),
     ],
 )
 def test_error_classes(spacy_labeler: Labeler, text: str, expected: dict[str, float]) -> None:
@@ -303,3 +324,14 @@ def test_a_redacted_verb_heads_its_clause(spacy_labeler: Labeler) -> None:
     # a token that is no verb keeps its place
     edges = _graph_edges(spacy_labeler, "no xxxx focal lobar consolidation.")
     assert "neg(consolidation, no)" in edges
+
+
+def test_parallel_infinitives_become_two_noun_phrases(spacy_labeler: Labeler) -> None:
+    edges = _graph_edges(
+        spacy_labeler, "no pleural line to suggest pneumothorax or blunting to suggest effusion."
+    )
+    assert {"conj:or(line, blunting)", "acl(blunting, suggest)", "neg(line, no)"} <= edges
+    assert not any(e.startswith("advcl(suggest") for e in edges)
+    # one verb with two objects stays as it is
+    edges = _graph_edges(spacy_labeler, "no opacity to suggest pneumonia or edema.")
+    assert "conj:or(pneumonia, edema)" in edges
