@@ -379,11 +379,10 @@ def _retag_nominal_adjectives(heads: list[int], labels: list[str], tags: list[st
     "no effusion or adenopathy", "no nodules or adenopathy are noted": the tagger calls
     "adenopathy" an adjective, so "no" did not travel along the noun conjunction to it and the
     list's "or" left it uncertain. A word tagged JJ that is a conjunct of a noun, or a subject
-    or object, and modifies nothing (no noun or adjective follows it) heads a noun phrase, as
-    BLLIP tags it. An adjective before its noun ("no effusion or pleural thickening", also
-    before a plural the tagger read as a verb: "other patchy infiltrates") keeps its tag, so the
-    word must end its phrase: the sentence, a comma, a coordinator, a preposition or an
-    auxiliary follows.
+    or object, and modifies nothing heads a noun phrase, as BLLIP tags it. An adjective before
+    its noun ("no effusion or pleural thickening", also before a plural the tagger read as a
+    verb: "other patchy infiltrates") keeps its tag, so the word must end its phrase: the
+    sentence, a comma, a coordinator, a preposition or an auxiliary follows.
     """
     n = len(heads)
     for i in range(n):
@@ -463,10 +462,9 @@ def _repair_parallel_infinitives(
     so "no" never reaches B and Y stays positive ("no pleural line to suggest pneumothorax or
     blunting to suggest effusion" gave a positive effusion). When a verb with "to" that
     modifies a noun has a second "to"-verb under it, and the word right before the second "to"
-    is an object of the first verb (or its conjunct) with a coordinator between them, that
-    word is the second
-    conjunct of the noun and the second verb its clause; the words between the coordinator and
-    it are its pre-modifiers.
+    belongs to an object of the first verb (or to its conjunct) with a coordinator before it,
+    that word is the second conjunct of the noun and the second verb its clause; the words
+    between the coordinator and it are its pre-modifiers.
     """
     n = len(heads)
 
@@ -813,7 +811,7 @@ def _flatten_noun_phrases(heads: list[int], labels: list[str], tags: list[str]) 
         # a determiner climbs over any pre-modifier ("no <redacted> focal consolidation" with
         # <redacted> an adverb), the other modifiers over nominal ones only
         climbs = ("compound", "nmod", "amod", "advmod") if is_determiner else ("compound", "nmod")
-        if labels[i] == "amod" and tags[i] == "JJ" and tags[heads[i]] == "JJ":
+        if labels[i] == "amod" and tags[i] == "JJ" and heads[i] != -1 and tags[heads[i]] == "JJ":
             # an adjective on an adjective: "a probable small effusion" is flat in PTB too
             climbs = ("compound", "nmod", "amod")
         head = heads[i]

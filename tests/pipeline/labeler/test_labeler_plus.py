@@ -375,6 +375,7 @@ def test_plus_phrases_differ_only_where_a_removed_phrase_is_the_mention(
         ("Thoracic spondylosis with bridging osteophytes.", {"No Finding": 1.0}, {}),
         ("Surgical clips in the right upper quadrant.", {"No Finding": 1.0}, {}),
         ("Status post median sternotomy. Clear lungs.", {"No Finding": 1.0}, {}),
+        ("Mild spurring of the thoracic spine.", {"No Finding": 1.0}, {}),
         # a support device: not a finding for CheXpert, an abnormal study for the indexers
         (
             "Left subclavian catheter with its tip in the SVC. Lungs are clear.",
@@ -385,6 +386,8 @@ def test_plus_phrases_differ_only_where_a_removed_phrase_is_the_mention(
         ("No hiatal hernia or adenopathy. The lungs are clear.", {"No Finding": 1.0}, None),
         ("Normal lung volumes and heart size.", {"No Finding": 1.0, "Cardiomegaly": 0.0}, None),
         ("The aorta is not tortuous.", {"No Finding": 1.0}, None),
+        # a phrase inside a longer word is no mention of it ("fusion" in "effusion")
+        ("No pleural effusion.", {"No Finding": 1.0, "Pleural Effusion": 0.0}, None),
     ],
 )
 def test_plus_no_finding_means_no_abnormality_at_all(
