@@ -6,7 +6,7 @@ Grammar (whitespace is ignored)::
     primary  := node | "(" pattern ")"
     relexpr  := andexpr ("|" andexpr)*
     andexpr  := relation ("&"? relation)*
-    relation := ("<" | ">") attrs rhs          # A < B: A is a dependent of B
+    relation := "!"? ("<" | ">") attrs rhs     # A < B: A is a dependent of B
     rhs      := node | "(" pattern ")"
     node     := attrs ("=" NAME)?
     attrs    := "{" (NAME ":" /regex/ ("," NAME ":" /regex/)*)? "}"
@@ -20,6 +20,11 @@ semantics copy the original's quirks because the shipped rules depend on them:
 * a key missing from a node or edge never matches, which keeps the original's dead rules dead;
 * matching is anchored at the mention node (the pattern's group 0), which is equivalent to the
   original's "enumerate everything, then filter by group 0" and much faster.
+
+``!`` before a relation negates it, as in Semgrex: ``A !> {} B`` matches when A governs no B.
+The original's rule files never use it; our ``chexpert_plus`` rules do, to guard a rule
+("stable silhouette" is normal unless the silhouette is also called enlarged). A negated
+relation binds no names.
 
 Matches are yielded as ``{name: node_id}`` bindings so the detector can apply its ``key`` veto.
 Where the original drops names of a second ``&`` branch matching ≤ 2 nodes, we keep them; no
@@ -60,6 +65,7 @@ class Relation:
     direction: str  # "<": the node is a dependent of rhs; ">": the node governs rhs
     edge: Attrs
     rhs: NodeDesc | Pattern
+    negated: bool = False  # "!": no such neighbour
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def compile_value(value: str) -> re.Pattern[str]:
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<regex>/[^/]*/)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<sym>[{}()<>&|=:,]))"
+    r"\s*(?:(?P<regex>/[^/]*/)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<sym>[{}()<>&|=:,!]))"
 )
 
 
@@ -129,7 +135,7 @@ class _Parser:
     def pattern(self) -> Pattern:
         head = self.group_or_node()
         alternatives: list[tuple[Relation, ...]] = []
-        if self.peek() in ("<", ">"):
+        if self.peek() in ("<", ">", "!"):
             alternatives.append(self.and_expr())
             while self.peek() == "|":
                 self.take("|")
@@ -138,19 +144,22 @@ class _Parser:
 
     def and_expr(self) -> tuple[Relation, ...]:
         relations = [self.relation()]
-        while self.peek() in ("&", "<", ">"):
+        while self.peek() in ("&", "<", ">", "!"):
             if self.peek() == "&":
                 self.take("&")
             relations.append(self.relation())
         return tuple(relations)
 
     def relation(self) -> Relation:
+        negated = self.peek() == "!"
+        if negated:
+            self.take("!")
         kind = self.peek()
         if kind not in ("<", ">"):
             raise NgrexSyntaxError(f"expected a relation at token {self.pos} in {self.text!r}")
         direction = self.take(kind)
         edge = self.attrs()
-        return Relation(direction, edge, self.group_or_node())
+        return Relation(direction, edge, self.group_or_node(), negated)
 
     def group_or_node(self) -> NodeDesc | Pattern:
         if self.peek() == "(":
@@ -237,6 +246,10 @@ def _match_all(
 ) -> Iterator[Bindings]:
     if index == len(relations):
         yield {}
+        return
+    if relations[index].negated:
+        if next(_match_relation(relations[index], graph, node_id), None) is None:
+            yield from _match_all(relations, graph, node_id, index + 1)
         return
     for first in _match_relation(relations[index], graph, node_id):
         for rest in _match_all(relations, graph, node_id, index + 1):

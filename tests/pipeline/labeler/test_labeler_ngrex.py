@@ -46,7 +46,7 @@ def test_parser_structure() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["{} <", "{lemma:normal}", "{} {}", "({} > {} {}", "{}=a > {} {}=a", "{} ~ {} {}"],
+    ["{} <", "{lemma:normal}", "{} {}", "({} > {} {}", "{}=a > {} {}=a", "{} ~ {} {}", "{} ! {}"],
 )
 def test_parser_rejects_bad_patterns(bad: str) -> None:
     with pytest.raises(NgrexSyntaxError):
@@ -126,3 +126,19 @@ def test_named_nodes_are_bound() -> None:
         "{} <{dependency:/nmod:without|nmod:of/} {lemma:/clear|clearing/}=key"
     )
     assert [b["key"] for b in match(pattern, graph, "T0")] == ["T1", "T2"]
+
+
+def test_a_negated_relation_matches_when_no_neighbour_does() -> None:
+    """``!`` (ours, Semgrex's meaning): the node has no such neighbour; it binds nothing."""
+    focal = compile_pattern("{} !> {dependency:/amod/} {lemma:/focal/}")
+    assert focal.alternatives[0][0].negated
+    assert not matches(focal, EVIDENCE, "T4")  # "focal infiltrate"
+    assert matches(focal, EVIDENCE, "T6")  # "effusion" has no "focal" of its own
+    guarded = compile_pattern(
+        "{} < {dependency:/nmod:of/} {lemma:/evidence/} !> {dependency:/amod/} {lemma:/focal/}"
+    )
+    assert [matches(guarded, EVIDENCE, t) for t in ("T4", "T6")] == [False, True]
+    either = compile_pattern("{} !< {} {lemma:/evidence/} | > {} {lemma:/focal/}")
+    assert matches(either, EVIDENCE, "T4") and not matches(either, EVIDENCE, "T6")
+    # the original's files never use it, so their parsed rules are unchanged
+    assert not compile_pattern("{} > {} {lemma:/no/}").alternatives[0][0].negated

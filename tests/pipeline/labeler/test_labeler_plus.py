@@ -40,7 +40,7 @@ def _present(labeler: Labeler, text: str) -> dict[str, float]:
 
 def test_plus_extends_the_original_rules_in_phase_order() -> None:
     base, plus = default_rules(), plus_rules()
-    assert plus.negation[:77] == base.negation and len(plus.negation) == 90
+    assert plus.negation[:77] == base.negation and len(plus.negation) == 94
     # post-negation: the original's 67 less the four "X or / versus Y" rules it narrows, in
     # their order, the hedge rule it narrows and "borderline heart size", then our 7 + 6 + 1 + 1
     replaced = load_patterns(PLUS_DIR / "post_negation_uncertainty_replaced.txt")
@@ -179,6 +179,16 @@ def test_unknown_backend_is_a_clear_error() -> None:
         # "borderline" grades an enlarged heart, as "mild" does
         ("Borderline heart size.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": 1.0}),
         ("Borderline cardiomegaly.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
+        # a stable structure is a normal one, unless it is also called abnormal
+        (
+            "Stable cardiomediastinal silhouette.",
+            {"Enlarged Cardiomediastinum": -1.0},
+            {"Enlarged Cardiomediastinum": 0.0},
+        ),
+        ("Heart size is unchanged.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": 0.0}),
+        ("Stable enlarged cardiac silhouette.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
+        ("Heart size is stable and enlarged.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
+        ("Stable cardiomegaly.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
         # the verb forms of "upper limits of normal" and "normal"
         (
             "Heart size remains at the upper limits of normal.",
