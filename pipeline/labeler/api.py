@@ -58,10 +58,10 @@ class Labeler:
 
     phrases: PhraseSet = field(default_factory=default_phrases)
     rules: RuleSet = field(default_factory=default_rules)
-    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING
     graph_source: GraphSource | None = None
     cache_size: int = 500_000
     cache: dict[str, SentenceResult] = field(default_factory=dict)
+    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING
 
     def _source(self) -> GraphSource:
         if self.graph_source is None:
