@@ -13,6 +13,7 @@ import pytest
 from pipeline.labeler import label_reports, read_reports_csv
 from pipeline.labeler.api import Labeler, backend_labeler, default_labeler
 from pipeline.labeler.detect import backend_rules, default_rules, plus_rules, without_replaced
+from pipeline.labeler.mentions import extract_mentions
 from pipeline.labeler.ngrex import load_patterns
 from pipeline.labeler.phrases import (
     DATA_DIR,
@@ -299,6 +300,11 @@ def test_plus_phrases_leave_out_the_listed_lung_lesion_mentions() -> None:
     no_finding = plus.mentions["No Finding"]
     assert no_finding[: len(base.mentions["No Finding"])] == base.mentions["No Finding"]
     assert {"low lung volume", "tortuous", "spondylosis", "sternotomy"} <= set(no_finding)
+    # short stems carry a word boundary, so a longer word is no mention of them
+    for sentence in ("atelectatic change", "consistent with edema", "small effusion"):
+        found = [m.text for m in extract_mentions(sentence, plus) if m.observation == "No Finding"]
+        assert found == [], sentence
+    assert [m.text for m in extract_mentions("aortic ectasia", plus)] == ["ectasia"]
     unchanged = set(base.mentions) - {"Lung Lesion", "Lung Opacity", "No Finding"}
     assert {o: plus.mentions[o] for o in unchanged} == {o: base.mentions[o] for o in unchanged}
     # the one unmention dropped: a named nodule is a lesion, calcified or not
