@@ -2,13 +2,16 @@
 
 The resolution table is the original's, including its asymmetries (negated + uncertain gives
 uncertain; No Finding is only ever 1 or blank; "chf"/"heart failure" add an uncertain
-Cardiomegaly), because downstream models were trained on exactly these values.
+Cardiomegaly), because downstream models were trained on exactly these values. The opt-in
+``chexpert_plus`` backend aggregates with the radiologist indexers' conventions instead
+(:data:`RADIOLOGIST_CONVENTIONS`, docs/labeler_fidelity.md §5).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,39 +33,54 @@ def mention_label(negation: bool, uncertainty: bool) -> float:
     return POSITIVE
 
 
-def resolve(labels: Sequence[float]) -> float:
-    """Combine one category's mention labels with the original's precedence."""
+def resolve(labels: Sequence[float], positive_wins: bool = False) -> float:
+    """Combine one category's mention labels with the original's precedence.
+
+    ``positive_wins`` (``chexpert_plus``): a finding stated as present anywhere is present,
+    where the original says uncertain when the report also negates and hedges it ("a 2 cm
+    nodule", "no other masses", "differential includes a mass").
+    """
     if not labels:
         return math.nan
     present = set(labels)
     if len(present) == 1:
         return labels[0]
+    if positive_wins and POSITIVE in present:
+        return POSITIVE
     if NEGATIVE in present and UNCERTAIN in present:
         return UNCERTAIN
     return POSITIVE  # {0, 1} or {-1, 1}
 
 
-#: Observations whose positive mention still leaves a report "No Finding", per convention:
-#: CheXpert's (a support device is no finding) and the radiologist indexers' of Open-I, whom
-#: the opt-in ``chexpert_plus`` backend follows (a study with a device in it is not normal).
-DEVICES_ARE_NO_FINDING = frozenset({SUPPORT_DEVICES})
-EVERY_MENTION_COUNTS = frozenset[str]()
+@dataclass(frozen=True)
+class Conventions:
+    """How mention labels become report labels, where conventions differ.
+
+    ``no_finding_allows``: observations whose positive or uncertain mention still leaves the
+    report "No Finding". ``positive_wins``: see :func:`resolve`.
+    """
+
+    no_finding_allows: frozenset[str]
+    positive_wins: bool
+
+
+#: CheXpert's: a support device is no finding; negated + uncertain beats positive.
+CHEXPERT_CONVENTIONS = Conventions(frozenset({SUPPORT_DEVICES}), positive_wins=False)
+#: The radiologist indexers' of Open-I (the gold ``chexpert_plus`` is measured on): a study
+#: with a device in it is not normal, and a finding stated as present is present.
+RADIOLOGIST_CONVENTIONS = Conventions(frozenset(), positive_wins=True)
 
 
 def aggregate(
     mentions: Iterable[tuple[str, str, float]],
-    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING,
+    conventions: Conventions = CHEXPERT_CONVENTIONS,
 ) -> dict[str, float]:
-    """(observation, matched text, label) for one report -> {category: value} for all 14.
-
-    ``no_finding_allows``: observations whose positive or uncertain mention does not rule out
-    No Finding (CheXpert: Support Devices only).
-    """
+    """(observation, matched text, label) for one report -> {category: value} for all 14."""
     no_finding = True
     by_category: dict[str, list[float]] = {}
     for observation, text, label in mentions:
         positive_or_uncertain = label != NEGATIVE
-        if observation not in no_finding_allows and positive_or_uncertain:
+        if observation not in conventions.no_finding_allows and positive_or_uncertain:
             no_finding = False
         if observation == NO_FINDING:
             continue
@@ -71,7 +89,10 @@ def aggregate(
         by_category.setdefault(observation, []).append(label)
     if no_finding:
         by_category[NO_FINDING] = [POSITIVE]
-    return {category: resolve(by_category.get(category, [])) for category in CHEXPERT_LABELS}
+    return {
+        category: resolve(by_category.get(category, []), conventions.positive_wins)
+        for category in CHEXPERT_LABELS
+    }
 
 
 def format_labeled_csv(texts: Sequence[str], labels: pd.DataFrame) -> str:

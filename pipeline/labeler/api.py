@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.labeler.aggregate import (
-    DEVICES_ARE_NO_FINDING,
-    EVERY_MENTION_COUNTS,
+    CHEXPERT_CONVENTIONS,
+    RADIOLOGIST_CONVENTIONS,
+    Conventions,
     aggregate,
     mention_label,
     write_labeled_csv,
@@ -52,8 +53,8 @@ _CHUNK = 500
 class Labeler:
     """The labeling engine: phrases + rules + a graph source + a bounded sentence cache.
 
-    ``no_finding_allows`` names the observations a "No Finding" report may still mention as
-    present (CheXpert: support devices; ``chexpert_plus``: none, see :data:`NO_FINDING_ALLOWS`).
+    ``conventions`` say how mention labels become report labels (CheXpert's, or for
+    ``chexpert_plus`` the radiologist indexers', see :data:`BACKEND_CONVENTIONS`).
     """
 
     phrases: PhraseSet = field(default_factory=default_phrases)
@@ -61,7 +62,7 @@ class Labeler:
     graph_source: GraphSource | None = None
     cache_size: int = 500_000
     cache: dict[str, SentenceResult] = field(default_factory=dict)
-    no_finding_allows: frozenset[str] = DEVICES_ARE_NO_FINDING
+    conventions: Conventions = CHEXPERT_CONVENTIONS
 
     def _source(self) -> GraphSource:
         if self.graph_source is None:
@@ -135,9 +136,7 @@ class Labeler:
         flat = [s for sentences in reports for s in sentences]
         results = dict(zip(flat, self.label_sentences(flat), strict=True))
         return [
-            aggregate(
-                (mention for s in sentences for mention in results[s]), self.no_finding_allows
-            )
+            aggregate((mention for s in sentences for mention in results[s]), self.conventions)
             for sentences in reports
         ]
 
@@ -151,13 +150,12 @@ def _as_text(value: object) -> str:
 
 _DEFAULT: dict[str, Labeler] = {}
 
-#: What a No Finding report may mention as present, per backend. Open-I's indexers (the
-#: radiologist gold ``chexpert_plus`` is measured on) call a study with a device in it abnormal.
-NO_FINDING_ALLOWS = {"chexpert": DEVICES_ARE_NO_FINDING, "chexpert_plus": EVERY_MENTION_COUNTS}
+#: How each backend turns mention labels into report labels (``aggregate.Conventions``).
+BACKEND_CONVENTIONS = {"chexpert": CHEXPERT_CONVENTIONS, "chexpert_plus": RADIOLOGIST_CONVENTIONS}
 
 
 def backend_labeler(backend: str, graph_source: GraphSource | None = None) -> Labeler:
-    """A fresh labeler with a backend's phrases, rules and No Finding convention.
+    """A fresh labeler with a backend's phrases, rules and aggregation conventions.
 
     An unknown backend is an error that lists the choices. ``graph_source`` lets several
     labelers share one loaded parser.
@@ -166,7 +164,7 @@ def backend_labeler(backend: str, graph_source: GraphSource | None = None) -> La
         phrases=backend_phrases(backend),
         rules=backend_rules(backend),
         graph_source=graph_source,
-        no_finding_allows=NO_FINDING_ALLOWS[backend],
+        conventions=BACKEND_CONVENTIONS[backend],
     )
 
 

@@ -7,7 +7,13 @@ import math
 import pandas as pd
 import pytest
 
-from pipeline.labeler.aggregate import aggregate, format_labeled_csv, mention_label, resolve
+from pipeline.labeler.aggregate import (
+    RADIOLOGIST_CONVENTIONS,
+    aggregate,
+    format_labeled_csv,
+    mention_label,
+    resolve,
+)
 from pipeline.records import CHEXPERT_LABELS
 
 
@@ -61,3 +67,21 @@ def test_csv_layout() -> None:
     assert text.splitlines()[0] == "Reports," + ",".join(CHEXPERT_LABELS)
     assert text.splitlines()[1] == '"No edema, ok",1.0,,,,,0.0,,,,,,,,'
     assert text.endswith('"multi\nline ""q""",,,-1.0,,,-1.0,,,,,,,,\n')
+
+
+def test_radiologist_conventions_for_chexpert_plus() -> None:
+    """A finding stated as present anywhere is present; a device makes a study abnormal."""
+    assert resolve([1.0, 0.0, -1.0]) == -1.0  # the original's precedence
+    assert resolve([1.0, 0.0, -1.0], positive_wins=True) == 1.0
+    assert resolve([0.0, -1.0], positive_wins=True) == -1.0
+    device = [("Support Devices", "picc", 1.0)]
+    assert aggregate(device)["No Finding"] == 1.0
+    plus = aggregate(device, RADIOLOGIST_CONVENTIONS)
+    assert math.isnan(plus["No Finding"]) and plus["Support Devices"] == 1.0
+    mixed = [
+        ("Lung Lesion", "nodule", 1.0),
+        ("Lung Lesion", "mass", 0.0),
+        ("Lung Lesion", "mass", -1.0),
+    ]
+    assert aggregate(mixed)["Lung Lesion"] == -1.0
+    assert aggregate(mixed, RADIOLOGIST_CONVENTIONS)["Lung Lesion"] == 1.0

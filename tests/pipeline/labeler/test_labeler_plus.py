@@ -190,6 +190,13 @@ def test_unknown_backend_is_a_clear_error() -> None:
         ("Stable enlarged cardiac silhouette.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
         ("Heart size is stable and enlarged.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
         ("Stable cardiomegaly.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
+        # a finding stated as present is present, whatever else the report hedges or negates
+        (
+            "A 2 cm nodule in the right lower lobe. No other nodules. "
+            "Possible second mass in the left apex.",
+            {"Lung Lesion": -1.0},
+            {"Lung Lesion": 1.0},
+        ),
         # the verb forms of "upper limits of normal" and "normal"
         (
             "Heart size remains at the upper limits of normal.",
