@@ -5,8 +5,9 @@ Backends (``label.backend`` in params.yaml):
 * ``chexpert`` — the offline CheXpert-compatible labeler in :mod:`pipeline.labeler`, run on the
   section the ``sections`` stage chose (or on the full report with ``label.text: full``). Each
   distinct text is labelled once, since studies with several images share one report.
-* ``chexpert_plus`` — the same labeler with our opt-in extra rules on top of the original's
-  and a few of its rules and phrases replaced where radiologists' labels follow another
+* ``chexpert_plus`` — the same labeler with our opt-in extra rules on top of the original's,
+  a few of its rules and phrases replaced, and reports aggregated as radiologists label them
+  (No Finding only for a study with no abnormality at all) where their labels follow another
   convention (docs/labeler_fidelity.md §5); measured separately, never the default.
 * ``csv`` — precomputed labels, e.g. MIMIC-CXR's official ``mimic-cxr-2.0.0-chexpert.csv.gz``,
   joined on ``label.csv_key``. The official MIMIC labels were computed on the impression-first
