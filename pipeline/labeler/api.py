@@ -29,7 +29,6 @@ from pipeline.labeler.aggregate import (
 )
 from pipeline.labeler.clean import clean, extract_sections, split_sentences
 from pipeline.labeler.detect import (
-    SHORTCUT,
     RuleSet,
     backend_rules,
     default_rules,
@@ -93,7 +92,7 @@ class Labeler:
                 results[sentence] = cached
                 continue
             mentions = extract_mentions(sentence, self.phrases)
-            if not mentions or SHORTCUT.match(sentence):
+            if not mentions or self.rules.shortcut(sentence):
                 flags = detect_sentence(sentence, mentions, None, self.rules)
                 results[sentence] = self._store(sentence, mentions, flags)
             else:

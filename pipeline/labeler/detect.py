@@ -30,11 +30,22 @@ SHORTCUT = re.compile(r"^(findings|impression): no ", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RuleSet:
-    """The three rule files, in phase order."""
+    """The three rule files, in phase order, and whether the title short-cut applies.
+
+    ``title_shortcut``: the original negates every mention of a sentence that starts
+    "findings: no " / "impression: no " without parsing it (:data:`SHORTCUT`), which also
+    negates "impression: no significant change in the effusion" (a persisting effusion).
+    ``chexpert_plus`` parses such sentences like any other.
+    """
 
     pre_negation_uncertainty: tuple[Pattern, ...]
     negation: tuple[Pattern, ...]
     post_negation_uncertainty: tuple[Pattern, ...]
+    title_shortcut: bool = True
+
+    def shortcut(self, sentence: str) -> bool:
+        """Whether the title short-cut negates this sentence without a parse."""
+        return self.title_shortcut and SHORTCUT.match(sentence) is not None
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +97,7 @@ def plus_rules() -> RuleSet:
         phase(base.pre_negation_uncertainty, "pre_negation_uncertainty"),
         phase(base.negation, "negation"),
         phase(base.post_negation_uncertainty, "post_negation_uncertainty"),
+        title_shortcut=False,
     )
 
 
@@ -145,7 +157,7 @@ def detect_sentence(
     flags = [Flags() for _ in mentions]
     if not mentions:
         return flags
-    if SHORTCUT.match(text):
+    if rules.shortcut(text):
         for f in flags:
             f.negation = True
         return flags

@@ -50,6 +50,9 @@ def test_plus_extends_the_original_rules_in_phase_order() -> None:
     assert len(kept) == 61 and plus.post_negation_uncertainty[:61] == kept
     assert len(plus.post_negation_uncertainty) == 61 + 15
     assert plus.pre_negation_uncertainty == base.pre_negation_uncertainty
+    assert base.title_shortcut and not plus.title_shortcut
+    assert base.shortcut("impression: no change.") and not plus.shortcut("impression: no change.")
+    assert not base.shortcut("no change in the impression.")
     assert backend_rules("chexpert") is base and backend_rules("chexpert_plus") is plus
 
 
@@ -190,6 +193,13 @@ def test_unknown_backend_is_a_clear_error() -> None:
         ("Stable enlarged cardiac silhouette.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
         ("Heart size is stable and enlarged.", {"Cardiomegaly": -1.0}, {"Cardiomegaly": -1.0}),
         ("Stable cardiomegaly.", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 1.0}),
+        # no title short-cut: "impression: no ..." is parsed like any sentence
+        (
+            "Impression: no significant change in the small right pleural effusion.",
+            {"Pleural Effusion": 0.0},
+            {"Pleural Effusion": 1.0},
+        ),
+        ("Findings: no pneumothorax.", {"Pneumothorax": 0.0}, {"Pneumothorax": 0.0}),
         # a finding stated as present is present, whatever else the report hedges or negates
         (
             "A 2 cm nodule in the right lower lobe. No other nodules. "
