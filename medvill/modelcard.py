@@ -55,6 +55,22 @@ _KINDS: dict[str, tuple[str, str]] = {
         "MedViLL fine-tuned for radiology report generation (sequence-to-sequence mask)",
         "image-to-text",
     ),
+    "xvl_classification": (
+        "Medical X-VL fine-tuned for multi-label diagnosis classification of the 14 CheXpert "
+        "observations (from the image alone, or the image-report pair: config.json's "
+        "classifier_input)",
+        "image-classification",
+    ),
+    "xvl_retrieval": (
+        "Medical X-VL fine-tuned for image-report retrieval (contrastive similarity, then the "
+        "matching head re-ranks the top candidates)",
+        "feature-extraction",
+    ),
+    "xvl_vqa": (
+        "Medical X-VL fine-tuned for visual question answering on radiology images (answer "
+        "classes over the training answer vocabulary)",
+        "visual-question-answering",
+    ),
 }
 
 #: What each task trains on, inside the prepared dataset.
@@ -66,6 +82,11 @@ _TASK_DATA: dict[str, str] = {
     "retrieval": "`Train.jsonl` image-report pairs (negatives of a different label set)",
     "vqa": "the VQA `trainset.json` question-answer pairs and their images",
     "generation": "`Train.jsonl` reports and images",
+    "xvl_classification": "the shards' `train` split with their 14 CheXpert label values; the "
+    "decision threshold is chosen on `valid`",
+    "xvl_retrieval": "`Train.jsonl` image-report pairs (contrast in the batch, matching "
+    "negatives mined from it)",
+    "xvl_vqa": "the VQA `trainset.json` question-answer pairs and their images",
 }
 
 

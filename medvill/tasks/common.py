@@ -285,6 +285,13 @@ def inference_precision(model: torch.nn.Module) -> PrecisionPolicy:
 # --------------------------------------------------------------------------- training
 
 
+def image_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """What ``train_backbone: false`` freezes: MedViLL's CNN, or X-VL's ViT."""
+    if hasattr(model, "medvill"):
+        return model.medvill.visual_backbone
+    return model.xvl.visual_encoder
+
+
 def train_loop(
     model: torch.nn.Module,
     batches_for_epoch: Callable[[int], Iterable[Any]],
@@ -299,7 +306,7 @@ def train_loop(
         raise ValueError(f"{name}: the training set gives no batch of {settings.batch_size}")
     torch.manual_seed(settings.seed)
     if not settings.train_backbone:
-        model.medvill.visual_backbone.requires_grad_(False)
+        image_encoder(model).requires_grad_(False)
     device = model_device(model)
     precision = policy_for(settings.precision, device)
     scaler = precision.scaler()
@@ -401,9 +408,17 @@ def _task_card(
         numbers["final_train_loss"] = history[-1]["loss"]
         numbers["steps"] = len(history)
     params = asdict(settings) if settings is not None else {}
-    params.update({k: v for k, v in task_info.items() if isinstance(v, str) and k != "task"})
+    params.update(
+        {
+            k: v
+            for k, v in task_info.items()
+            if isinstance(v, str) and k not in ("task", "card_kind")
+        }
+    )
+    # card_kind: another family's fine-tuned model (e.g. xvl_classification) is described as
+    # such, while task.json's "task" stays the task its predictions are compared under
     return checkpoint_facts(
-        str(task_info.get("task", out.parent.name)),
+        str(task_info.get("card_kind", task_info.get("task", out.parent.name))),
         model,
         paths.index,
         params,

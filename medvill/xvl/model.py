@@ -335,31 +335,10 @@ class XVLForPretraining(XVLPreTrainedModel):
         report_overlap: torch.Tensor,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ITM over the B true pairs and up to 2B mined negatives (an image with a hard
-        report, a report with a hard image)."""
-        threshold = self.config.negative_similarity_threshold
-        with torch.no_grad():
-            same = report_ids[:, None] == report_ids[None, :]
-            overlap = report_overlap.to(sim_i2t.device)
-            image_for_text, ok_t = mine_hard_negatives(
-                negative_weights(sim_t2i, same, overlap, threshold), generator
-            )
-            text_for_image, ok_i = mine_hard_negatives(
-                negative_weights(sim_i2t, same, overlap, threshold), generator
-            )
-        images = torch.cat([image_embeds, image_embeds[image_for_text], image_embeds])
-        texts = torch.cat([text_embeds, text_embeds, text_embeds[text_for_image]])
-        valid = torch.cat([text_valid, text_valid, text_valid[text_for_image]])
-        keep = torch.cat([torch.ones_like(ok_t), ok_t, ok_i])
-        labels = torch.cat(
-            [torch.ones_like(report_ids), torch.zeros_like(report_ids),
-             torch.zeros_like(report_ids)]
+        return matching_loss(
+            self.xvl, image_embeds, text_embeds, text_valid, sim_i2t, sim_t2i, report_ids,
+            report_overlap, generator,
         )  # fmt: skip
-        fused = self.xvl.text.fuse(texts[keep], valid[keep], images[keep])
-        logits = self.xvl.itm_head(fused[:, 0])
-        loss = F.cross_entropy(logits.float(), labels[keep])
-        accuracy = (logits.argmax(-1) == labels[keep]).float().mean().detach()
-        return loss, accuracy, (keep.sum() - len(report_ids)).detach()
 
     def _masked_words(
         self,
@@ -383,6 +362,44 @@ class XVLForPretraining(XVLPreTrainedModel):
                 fused_m = self.text_m.fuse(text_m, text_valid, image_embeds_m)
                 logits_m = self.mlm_head_m(fused_m[chosen])
         return distilled_mlm_loss(logits, mlm_labels[chosen], logits_m, alpha)
+
+
+def matching_loss(
+    xvl: XVLModel,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    text_valid: torch.Tensor,
+    sim_i2t: torch.Tensor,
+    sim_t2i: torch.Tensor,
+    report_ids: torch.Tensor,
+    report_overlap: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ITM over the B true pairs and up to 2B mined negatives (an image with a hard report, a
+    report with a hard image), drawn from the in-batch similarities ``sim_*`` (B, B).
+    Pretraining and retrieval fine-tuning share it. Returns (loss, accuracy, negatives used)."""
+    threshold = xvl.config.negative_similarity_threshold
+    with torch.no_grad():
+        same = report_ids[:, None] == report_ids[None, :]
+        overlap = report_overlap.to(sim_i2t.device)
+        image_for_text, ok_t = mine_hard_negatives(
+            negative_weights(sim_t2i, same, overlap, threshold), generator
+        )
+        text_for_image, ok_i = mine_hard_negatives(
+            negative_weights(sim_i2t, same, overlap, threshold), generator
+        )
+    images = torch.cat([image_embeds, image_embeds[image_for_text], image_embeds])
+    texts = torch.cat([text_embeds, text_embeds, text_embeds[text_for_image]])
+    valid = torch.cat([text_valid, text_valid, text_valid[text_for_image]])
+    keep = torch.cat([torch.ones_like(ok_t), ok_t, ok_i])
+    labels = torch.cat(
+        [torch.ones_like(report_ids), torch.zeros_like(report_ids), torch.zeros_like(report_ids)]
+    )
+    fused = xvl.text.fuse(texts[keep], valid[keep], images[keep])
+    logits = xvl.itm_head(fused[:, 0])
+    loss = F.cross_entropy(logits.float(), labels[keep])
+    accuracy = (logits.argmax(-1) == labels[keep]).float().mean().detach()
+    return loss, accuracy, (keep.sum() - len(report_ids)).detach()
 
 
 def _gather(tensor: torch.Tensor) -> torch.Tensor:

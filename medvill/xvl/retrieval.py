@@ -37,51 +37,96 @@ def _blocks(rows: list[dict[str, Any]], key: str) -> list[list[int]]:
     return blocks
 
 
-@torch.no_grad()
+class PairFeatures:
+    """Encoder outputs of the images and reports of a list of (image, report) lines, each
+    distinct image or report encoded once (a block of 100 candidates repeats its query 100
+    times): the contrastive similarity of every line is then a dot product, and the fusion
+    encoder runs only for the lines whose matching score is asked for."""
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        model: XVLModel,
+        tokenizer: Any,
+        images: list[Path],
+        texts: list[str],
+        batch_size: int = 32,
+    ) -> None:
+        from medvill.data import text_block
+        from medvill.xvl.data import xvl_text_spec
+
+        model.eval()
+        self.model, self.batch_size = model, batch_size
+        device = next(model.parameters()).device
+        spec = xvl_text_spec(tokenizer, model.config.max_text_tokens)
+        image_index = {p: i for i, p in enumerate(dict.fromkeys(images))}
+        text_index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        embeds, feats = [], []
+        unique_images = list(image_index)
+        for start in range(0, len(unique_images), batch_size):
+            chunk = [decode_image(p.read_bytes(), model.config.image_size, None)
+                     for p in unique_images[start : start + batch_size]]  # fmt: skip
+            out = model.encode_image(torch.stack(chunk).to(device))
+            embeds.append(out)
+            feats.append(model.image_features(out))
+        self.image_embeds, self.image_feats = torch.cat(embeds), torch.cat(feats)
+        encoded = []
+        for text in text_index:
+            tokens = tokenizer(text, add_special_tokens=False, truncation=True,
+                               max_length=spec.max_tokens)["input_ids"]  # fmt: skip
+            encoded.append(text_block(tokens, spec))
+        self.ids = torch.from_numpy(np.stack([e[0] for e in encoded])).to(device)
+        self.valid = torch.from_numpy(np.stack([e[1] for e in encoded])).to(device)
+        self.text_embeds = torch.cat([model.text.encode_text(self.ids[s : s + batch_size],
+                                                             self.valid[s : s + batch_size])
+                                      for s in range(0, len(self.ids), batch_size)])  # fmt: skip
+        self.text_feats = model.text_features(self.text_embeds)
+        self.rows_i = torch.tensor([image_index[p] for p in images], device=device)
+        self.rows_t = torch.tensor([text_index[t] for t in texts], device=device)
+
+    @torch.no_grad()
+    def itc(self) -> np.ndarray:
+        """Cosine similarity of the projected [CLS] features of every line."""
+        sim = (self.image_feats[self.rows_i] * self.text_feats[self.rows_t]).sum(-1)
+        return sim.float().cpu().numpy()
+
+    @torch.no_grad()
+    def itm(self, lines: np.ndarray | None = None) -> np.ndarray:
+        """Matching probability of the given line numbers (default: every line)."""
+        model, size = self.model, self.batch_size
+        chosen = torch.arange(len(self.rows_i)) if lines is None else torch.as_tensor(lines)
+        out = []
+        for start in range(0, len(chosen), size):
+            part = chosen[start : start + size].to(self.rows_i.device)
+            i, t = self.rows_i[part], self.rows_t[part]
+            fused = model.text.fuse(self.text_embeds[t], self.valid[t], self.image_embeds[i])
+            out.append(model.itm_head(fused[:, 0]).softmax(-1)[:, 1])
+        return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, dtype=np.float32)
+
+
 def pair_scores(
     model: XVLModel, tokenizer: Any, images: list[Path], texts: list[str], batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ITC similarity, ITM match probability) of each (image, text) line. Features of an
-    image or report that appears on many lines are computed once."""
-    from medvill.data import text_block
-    from medvill.xvl.data import xvl_text_spec
+    """(ITC similarity, ITM match probability) of each (image, text) line."""
+    features = PairFeatures(model, tokenizer, images, texts, batch_size)
+    return features.itc(), features.itm()
 
-    model.eval()
-    device = next(model.parameters()).device
-    spec = xvl_text_spec(tokenizer, model.config.max_text_tokens)
-    image_index = {p: i for i, p in enumerate(dict.fromkeys(images))}
-    text_index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    image_embeds, image_feats = [], []
-    unique_images = list(image_index)
-    for start in range(0, len(unique_images), batch_size):
-        chunk = [decode_image(p.read_bytes(), model.config.image_size, None)
-                 for p in unique_images[start : start + batch_size]]  # fmt: skip
-        embeds = model.encode_image(torch.stack(chunk).to(device))
-        image_embeds.append(embeds)
-        image_feats.append(model.image_features(embeds))
-    all_image_embeds = torch.cat(image_embeds)
-    all_image_feats = torch.cat(image_feats)
-    encoded = []
-    for text in text_index:
-        tokens = tokenizer(text, add_special_tokens=False, truncation=True,
-                           max_length=spec.max_tokens)["input_ids"]  # fmt: skip
-        encoded.append(text_block(tokens, spec))
-    ids = torch.from_numpy(np.stack([e[0] for e in encoded])).to(device)
-    valid = torch.from_numpy(np.stack([e[1] for e in encoded])).to(device)
-    text_embeds = torch.cat([model.text.encode_text(ids[s : s + batch_size],
-                                                    valid[s : s + batch_size])
-                             for s in range(0, len(ids), batch_size)])  # fmt: skip
-    text_feats = model.text_features(text_embeds)
-    rows_i = torch.tensor([image_index[p] for p in images], device=device)
-    rows_t = torch.tensor([text_index[t] for t in texts], device=device)
-    itc = (all_image_feats[rows_i] * text_feats[rows_t]).sum(-1)
-    itm = []
-    for start in range(0, len(images), batch_size):
-        i = rows_i[start : start + batch_size]
-        t = rows_t[start : start + batch_size]
-        fused = model.text.fuse(text_embeds[t], valid[t], all_image_embeds[i])
-        itm.append(model.itm_head(fused[:, 0]).softmax(-1)[:, 1])
-    return itc.float().cpu().numpy(), torch.cat(itm).float().cpu().numpy()
+
+def rerank(features: PairFeatures, blocks: list[list[int]], k: int) -> np.ndarray:
+    """ALBEF's retrieval ranking: per block, the contrastive similarity picks the top ``k``
+    candidates and the matching head re-orders them; the rest keep their contrastive order
+    below them. The score of a line is 2 + its matching probability for the top ``k`` (≥ 2)
+    and its cosine similarity (≤ 1) otherwise, so one sort gives that ranking. ``k`` ≤ 0 ranks
+    by the contrastive similarity alone."""
+    itc = features.itc()
+    scores = itc.astype(np.float64)
+    if k <= 0:
+        return scores
+    top = np.concatenate(
+        [np.asarray(b)[np.argsort(-itc[b], kind="stable")[:k]] for b in blocks]
+    ).astype(np.int64)
+    scores[top] = 2.0 + features.itm(top)
+    return scores
 
 
 def chance_mrr(candidates: int, positives: int) -> float:
