@@ -63,6 +63,31 @@ AblationOpt = Annotated[
 ]
 
 
+#: Families with fine-tuned downstream tasks (`medvill finetune/evaluate --model`).
+TASK_MODELS: tuple[str, ...] = ("medvill", "xvl")
+TaskModel = str_enum("TaskModel", TASK_MODELS)
+TaskModelOpt = Annotated[
+    TaskModel,  # type: ignore[valid-type]
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model family: medvill (finetune.profiles, models/<dataset>/<task>/) or xvl "
+        "(finetune.families.xvl.profiles, from models/<dataset>/pretrain-xvl/final into "
+        "models/<dataset>/xvl/<task>/ and reports/<dataset>/xvl/<task>/; classification, "
+        "retrieval and vqa).",
+    ),
+]
+
+
+def _xvl_task(task: str, ablation: Any) -> Any:
+    """The X-VL module of ``task`` (an error for generation or with --ablation)."""
+    from medvill.xvl.tasks import task_module
+
+    if ablation is not None:
+        raise ValueError("--ablation compares MedViLL's attention masks; X-VL has none")
+    return task_module(task)
+
+
 def _profile(
     params: dict[str, Any],
     block: str,
@@ -202,17 +227,29 @@ def finetune(
         ),
     ] = None,
     ablation: AblationOpt = None,
+    model: TaskModelOpt = "medvill",  # type: ignore[assignment]
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
     """Fine-tune one downstream task from the pretrained checkpoint; writes
-    models/<dataset>/<task>/final/ (safetensors, tokenizer, task.json, train.json)."""
+    models/<dataset>/<task>/final/ (safetensors, tokenizer, task.json, train.json);
+    --model xvl: models/<dataset>/xvl/<task>/final/."""
     from medvill.tasks import settings_class, task_module
 
     name = str(task.value)
     with user_errors(*USER_ERRORS):
         values = load_params(root / params)
         chosen = _profile(values, "finetune", profile, ablation is not None)
+        if str(getattr(model, "value", model)) == "xvl":
+            from medvill.xvl.tasks import settings_class as xvl_settings
+            from medvill.xvl.tasks.common import XVLTaskPaths, finetune_section
+
+            module = _xvl_task(name, ablation)
+            settings = xvl_settings(name).from_dict(finetune_section(values, chosen, name))
+            result = module.finetune(XVLTaskPaths(root, dataset), settings, pretrained)
+            typer.echo(json.dumps({k: v for k, v in result.items() if k != "answers"},
+                                  indent=2, sort_keys=True))  # fmt: skip
+            return
         settings = settings_class(name).from_dict(_finetune_profile(values, chosen, name))
         paths = _task_paths(root, dataset, ablation)
         if ablation is not None:
@@ -239,21 +276,28 @@ def evaluate(
         typer.Option("--out", help="Output folder (default reports/<dataset>/<task>)."),
     ] = None,
     ablation: AblationOpt = None,
+    model: TaskModelOpt = "medvill",  # type: ignore[assignment]
     params: ParamsOpt = Path("params.yaml"),
     root: RootOpt = Path("."),
 ) -> None:
     """Evaluate a fine-tuned model on evaluate.split: mean ± std over evaluate.bootstrap
     resamples, interval over evaluate.bootstrap_ci_resamples; writes metrics.json,
-    predictions.json and plots/ (curves as JSON/CSV, PNGs). `medvill summary` then rebuilds
+    predictions.json and plots/ (curves as JSON/CSV, PNGs) into reports/<dataset>/<task>/
+    (--model xvl: reports/<dataset>/xvl/<task>/). `medvill summary` then rebuilds
     reports/summary.md (its own DVC stage, so evaluate never writes it)."""
     from medvill.tasks import task_module
     from medvill.tasks.common import EvalSettings
 
     with user_errors(*USER_ERRORS):
         settings = EvalSettings.from_params(load_params(root / params))
-        doc = task_module(str(task.value)).evaluate(
-            _task_paths(root, dataset, ablation), settings, checkpoint, out
-        )
+        if str(getattr(model, "value", model)) == "xvl":
+            from medvill.xvl.tasks.common import XVLTaskPaths
+
+            module = _xvl_task(str(task.value), ablation)
+            paths = XVLTaskPaths(root, dataset)
+        else:
+            module, paths = task_module(str(task.value)), _task_paths(root, dataset, ablation)
+        doc = module.evaluate(paths, settings, checkpoint, out)
     typer.echo(json.dumps({"metrics": doc["metrics"],
                            "inference_ms_per_sample": doc["inference_ms_per_sample"]},
                           indent=2, sort_keys=True))  # fmt: skip

@@ -215,6 +215,7 @@ def summary_markdown(root: Path) -> str:
             "",
         ]
     lines += families_markdown(root)
+    lines += xvl_markdown(root)
     return "\n".join(lines) + "\n"
 
 
@@ -255,6 +256,10 @@ def families_markdown(root: Path) -> list[str]:
         if docs:
             cells = [_cell(docs.get(task), name) for _, task, name, _ in FAMILY_COLUMNS]
             rows.append([folder.name, "medvill (fine-tuned)", *cells])
+        xvl = _xvl_docs(folder)
+        if xvl.get("classification") or xvl.get("retrieval"):
+            cells = [_cell(xvl.get(task), name) for _, task, name, _ in FAMILY_COLUMNS]
+            rows.append([folder.name, "xvl (fine-tuned)", *cells])
         for family in FAMILY_NAMES[1:]:
             path = folder / f"zoo-{family}" / "metrics.json"
             if path.is_file():
@@ -286,6 +291,71 @@ def families_markdown(root: Path) -> list[str]:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return [*lines, ""]
+
+
+#: Tasks Medical X-VL is fine-tuned on (medvill.xvl.tasks.XVL_TASKS, without importing it).
+XVL_TASKS: tuple[str, ...] = ("classification", "retrieval", "vqa")
+#: (task, metric) rows of the X-VL-beside-MedViLL table.
+XVL_ROWS: tuple[tuple[str, str], ...] = (
+    ("classification", "micro_auroc"),
+    ("classification", "macro_auroc"),
+    ("classification", "micro_f1"),
+    ("retrieval", "i2r/mrr"),
+    ("retrieval", "i2r/hit@5"),
+    ("retrieval", "r2i/mrr"),
+    ("retrieval", "r2i/hit@5"),
+    ("vqa", "closed"),
+    ("vqa", "open"),
+    ("vqa", "overall"),
+)
+
+
+def _xvl_docs(folder: Path) -> dict[str, dict[str, Any]]:
+    """The X-VL evaluations of one dataset (``reports/<dataset>/xvl/<task>/metrics.json``)."""
+    return {
+        task: json.loads((folder / "xvl" / task / "metrics.json").read_text(encoding="utf-8"))
+        for task in XVL_TASKS
+        if (folder / "xvl" / task / "metrics.json").is_file()
+    }
+
+
+def xvl_markdown(root: Path) -> list[str]:
+    """Medical X-VL's fine-tuned tasks beside MedViLL's, per dataset: same test split, same
+    blocks and questions, same bootstrap."""
+    reports = Path(root) / "reports"
+    lines = ["## Medical X-VL beside MedViLL (fine-tuned)", ""]
+    tables: list[str] = []
+    for folder in sorted(p for p in reports.glob("*") if p.is_dir()):
+        xvl = _xvl_docs(folder)
+        if not xvl:
+            continue
+        medvill = {
+            task: json.loads((folder / task / "metrics.json").read_text(encoding="utf-8"))
+            for task in XVL_TASKS
+            if (folder / task / "metrics.json").is_file()
+        }
+        inputs = xvl.get("classification", {}).get("input")
+        tables += [
+            f"{folder.name}" + (f" (X-VL classification input: {inputs})" if inputs else ""),
+            "",
+            "| task | metric | MedViLL | X-VL |",
+            "|---|---|---|---|",
+        ]
+        tables += [
+            f"| {task} | {name} | {_cell(medvill.get(task), name)} | {_cell(xvl.get(task), name)} |"
+            for task, name in XVL_ROWS
+        ]
+        tables.append("")
+    if not tables:
+        return [*lines, "No evaluation yet: `medvill evaluate <task> --model xvl`.", ""]
+    return [
+        *lines,
+        "Value on the full split [95 % bootstrap interval]; MedViLL from "
+        "`reports/<dataset>/<task>/`, X-VL from `reports/<dataset>/xvl/<task>/` "
+        "(`medvill evaluate <task> --model xvl`).",
+        "",
+        *tables,
+    ]
 
 
 def write_summary(root: Path) -> Path:

@@ -111,3 +111,24 @@ def test_contrastive_families_fine_tune_before_their_evaluation(tmp_path: Path) 
         evaluate = stages[f"evaluate_family@sample-{model}"]
         assert evaluate.cmd.endswith(f"--model {model} --finetuned {tuned}")
         assert tuned in {str(d.def_path) for d in evaluate.deps}
+
+
+def test_xvl_tasks_are_stages_of_their_own_with_their_own_params(tmp_path: Path) -> None:
+    """X-VL's fine-tuned tasks: one stage per dataset × task, on the family's own finetune
+    block, writing beside the other X-VL outputs; the summary reads their metrics."""
+    stages = _stages(tmp_path, finetune="paper")
+    for task in ("classification", "retrieval", "vqa"):
+        finetune = stages[f"finetune-xvl@sample-{task}"]
+        assert finetune.cmd == f"medvill finetune {task} --model xvl --dataset sample"
+        assert _params(finetune) == {
+            "finetune.profile",
+            f"finetune.families.xvl.profiles.paper.{task}",
+        }
+        assert _outs(finetune) == {f"models/sample/xvl/{task}/final"}
+        assert "models/sample/pretrain-xvl/final" in {str(d.def_path) for d in finetune.deps}
+        evaluate = stages[f"evaluate-xvl@sample-{task}"]
+        assert evaluate.cmd == f"medvill evaluate {task} --model xvl --dataset sample"
+        assert f"reports/sample/xvl/{task}/metrics.json" in _outs(evaluate)
+        summary_deps = {str(d.def_path) for d in stages["summary"].deps}
+        assert f"reports/sample/xvl/{task}/metrics.json" in summary_deps
+    assert "finetune-xvl@sample-generation" not in stages
