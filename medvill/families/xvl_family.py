@@ -31,7 +31,7 @@ class XVLFamily(PretrainFamily):
     title: ClassVar[str] = "Medical X-VL"
     model_class = XVLForPretraining
     loss_names: ClassVar[tuple[str, ...]] = ("itc_loss", "itm_loss", "mlm_loss")
-    extra_metrics: ClassVar[tuple[str, ...]] = ("itm_accuracy", "alpha")
+    extra_metrics: ClassVar[tuple[str, ...]] = ("itm_accuracy", "alpha", "noisy_fraction")
     visual_weights_hint: ClassVar[str] = (
         "ViT-S/16 self-supervised ImageNet weights (train.vit_weights: a local iBOT or DINO "
         "checkpoint file, .pth or .safetensors)"
@@ -44,7 +44,7 @@ class XVLFamily(PretrainFamily):
 
     @property
     def stat_names(self) -> tuple[str, ...]:
-        return ("itc_loss", "itm_loss", "mlm_loss", "itm_accuracy", "alpha")
+        return ("itc_loss", "itm_loss", "mlm_loss", "itm_accuracy", "alpha", "noisy_fraction")
 
     def build_config(
         self, profile: dict[str, Any], tokenizer: Any, overrides: dict[str, Any]
@@ -108,6 +108,9 @@ class XVLFamily(PretrainFamily):
     ) -> StepOutput:
         inner = getattr(model, "module", model)
         alpha = inner.config.distill_alpha * float(batch["alpha_ramp"])
+        # co-learning starts once the distillation ramp is complete (end of the first epoch):
+        # before, the teacher is too young to judge which pairs match
+        colearn = bool(inner.config.colearning) and float(batch["alpha_ramp"]) >= 1.0
         generator = torch.Generator(device=device).manual_seed(int(batch["mining_seed"]))
         out = model(
             images=batch["images"],
@@ -119,17 +122,18 @@ class XVLFamily(PretrainFamily):
             report_overlap=batch["report_overlap"],
             alpha=alpha,
             generator=generator,
+            colearn=colearn,
         )
         share = batch["images"].shape[0] / normalizers[0]
         stats = torch.stack(
             [out.itc_loss.detach().float(), out.itm_loss.detach().float(),
              out.mlm_loss.detach().float(), out.itm_accuracy.float(),
-             torch.tensor(alpha, device=device)]
+             torch.tensor(alpha, device=device), out.noisy_fraction.float()]
         ) * batch["images"].shape[0]  # fmt: skip
         return StepOutput(loss=out.loss * share, stats=stats)
 
     def row(self, stats: list[float], counts: list[float], world: int) -> dict[str, float]:
         total = max(counts[0], 1.0)
-        itc, itm, mlm, accuracy, alpha = (value / total for value in stats)
+        itc, itm, mlm, accuracy, alpha, noisy = (value / total for value in stats)
         return {"loss": itc + itm + mlm, "itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm,
-                "itm_accuracy": accuracy, "alpha": alpha}  # fmt: skip
+                "itm_accuracy": accuracy, "alpha": alpha, "noisy_fraction": noisy}  # fmt: skip

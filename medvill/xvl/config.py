@@ -21,7 +21,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "num_attention_heads", "intermediate_size", "hidden_dropout_prob",
     "attention_probs_dropout_prob", "max_position_embeddings", "max_text_tokens", "embed_dim",
     "queue_size", "momentum", "initial_temperature", "distill_alpha",
-    "negative_similarity_threshold",
+    "negative_similarity_threshold", "colearning", "colearning_threshold",
 )  # fmt: skip
 
 
@@ -40,6 +40,10 @@ class XVLConfig(PretrainedConfig):
     ``distill_alpha`` (weight of the momentum model's soft targets),
     ``negative_similarity_threshold`` (reports whose sentence overlap with the positive's is at
     least this are never mined as hard negatives: they say the same thing).
+    Co-learning on uncurated pairs (off by default, docs/xvl.md §2): with ``colearning``, a
+    pair whose matching probability under the momentum (teacher) model is below
+    ``colearning_threshold`` is treated as possibly mismatched: its contrastive and matching
+    targets become the teacher's predictions (pseudo-targets) instead of "this is a pair".
     """
 
     model_type = "xvl"
@@ -72,6 +76,8 @@ class XVLConfig(PretrainedConfig):
         initial_temperature: float = 0.07,
         distill_alpha: float = 0.4,
         negative_similarity_threshold: float = 0.9,
+        colearning: bool = False,
+        colearning_threshold: float = 0.5,
         pad_token_id: int = 0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
@@ -105,6 +111,8 @@ class XVLConfig(PretrainedConfig):
         self.initial_temperature = initial_temperature
         self.distill_alpha = distill_alpha
         self.negative_similarity_threshold = negative_similarity_threshold
+        self.colearning = colearning
+        self.colearning_threshold = colearning_threshold
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
         self.mask_token_id = mask_token_id
@@ -141,6 +149,10 @@ class XVLConfig(PretrainedConfig):
             problems.append(f"momentum must be in [0, 1), got {self.momentum}")
         if self.queue_size < 1:
             problems.append("queue_size must be ≥ 1")
+        if not 0.0 <= self.colearning_threshold <= 1.0:
+            problems.append(
+                f"colearning_threshold must be in [0, 1], got {self.colearning_threshold}"
+            )
         if problems:
             raise ValueError("XVL config: " + "; ".join(problems))
 

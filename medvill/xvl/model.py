@@ -163,6 +163,8 @@ class XVLPretrainingOutput(ModelOutput):
     mlm_loss: torch.Tensor | None = None
     itm_accuracy: torch.Tensor | None = None
     itm_negatives: torch.Tensor | None = None  # how many mined negatives entered the ITM loss
+    # co-learning: share of the batch's pairs the teacher did not believe (0 when off)
+    noisy_fraction: torch.Tensor | None = None
 
 
 class XVLForPretraining(XVLPreTrainedModel):
@@ -185,6 +187,9 @@ class XVLForPretraining(XVLPreTrainedModel):
         self.register_buffer("report_queue", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros(1, dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros(1, dtype=torch.long))
+        # the teacher's matching head (co-learning's confidence); registered last, so the
+        # initialisation of every other weight is what it was without it
+        self.itm_head_m = nn.Linear(config.hidden_size, 2)
         self.post_init()
         self.reset_momentum()
 
@@ -196,6 +201,7 @@ class XVLForPretraining(XVLPreTrainedModel):
             (x.vision_proj, self.vision_proj_m),
             (x.text_proj, self.text_proj_m),
             (self.mlm_head, self.mlm_head_m),
+            (x.itm_head, self.itm_head_m),
         ]
 
     def reset_momentum(self) -> None:
@@ -227,12 +233,21 @@ class XVLForPretraining(XVLPreTrainedModel):
     @torch.no_grad()
     def _momentum_features(
         self, images: torch.Tensor, text_ids: torch.Tensor, text_valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         image_embeds_m = self.visual_encoder_m.forward_features(images)
         image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
         text_m = self.text_m.encode_text(text_ids, text_valid)
         text_feat_m = F.normalize(self.text_proj_m(text_m[:, 0]), dim=-1)
-        return image_embeds_m, image_feat_m, text_feat_m
+        return image_embeds_m, image_feat_m, text_m, text_feat_m
+
+    @torch.no_grad()
+    def teacher_match(
+        self, text_m: torch.Tensor, text_valid: torch.Tensor, image_embeds_m: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) the momentum (teacher) model's probability that each pair is matched: its
+        fusion layers and matching head on its own image and report states."""
+        fused_m = self.text_m.fuse(text_m, text_valid, image_embeds_m)
+        return self.itm_head_m(fused_m[:, 0]).float().softmax(-1)[:, 1]
 
     def forward(
         self,
@@ -245,6 +260,7 @@ class XVLForPretraining(XVLPreTrainedModel):
         report_overlap: torch.Tensor,
         alpha: float | None = None,
         generator: torch.Generator | None = None,
+        colearn: bool | None = None,
     ) -> XVLPretrainingOutput:
         """Losses of one batch.
 
@@ -254,6 +270,10 @@ class XVLForPretraining(XVLPreTrainedModel):
         ``report_overlap`` (B, B) sentence overlap of the reports (hard-negative mining skips
         near-duplicates). ``alpha``: distillation weight (default config.distill_alpha; the
         trainer ramps it up over the first epoch). ``generator``: the hard-negative draws.
+        ``colearn`` (default ``config.colearning``): pairs the teacher matches with probability
+        below ``config.colearning_threshold`` learn the teacher's pseudo-targets in the
+        contrast and the matching (their masked words keep their own targets: a report's words
+        are right even when the image is not its image).
         """
         cfg = self.config
         alpha = cfg.distill_alpha if alpha is None else alpha
@@ -268,9 +288,15 @@ class XVLForPretraining(XVLPreTrainedModel):
             x.temp.clamp_(0.001, 0.5)
             if self.training:
                 momentum_update(self.model_pairs(), cfg.momentum)
-            image_embeds_m, image_feat_m, text_feat_m = self._momentum_features(
+            image_embeds_m, image_feat_m, text_m, text_feat_m = self._momentum_features(
                 images, text_ids, text_valid
             )
+            colearn = bool(cfg.colearning) if colearn is None else colearn
+            noisy = matched_target = None
+            if colearn:
+                teacher = self.teacher_match(text_m, text_valid, image_embeds_m)
+                noisy = teacher < cfg.colearning_threshold
+                matched_target = torch.where(noisy, teacher, torch.ones_like(teacher))
             filled = int(self.queue_filled.item())
             image_all = torch.cat([image_feat_m.t(), self.image_queue[:, :filled]], 1)
             text_all = torch.cat([text_feat_m.t(), self.text_queue[:, :filled]], 1)
@@ -283,13 +309,14 @@ class XVLForPretraining(XVLPreTrainedModel):
             itc, sim_i2t, sim_t2i = contrastive_loss(
                 image_feat.float(), text_feat.float(), image_all.float(), text_all.float(),
                 positives, x.temp.float(), image_feat_m.float(), text_feat_m.float(), alpha,
+                noisy,
             )  # fmt: skip
         if self.training:
             self._enqueue(image_feat_m, text_feat_m, report_ids)
 
-        itm, accuracy, negatives = self._matching(
-            image_embeds, text_embeds, text_valid, sim_i2t[:, :batch], sim_t2i[:, :batch],
-            report_ids, report_overlap, generator,
+        itm, accuracy, negatives = matching_loss(
+            x, image_embeds, text_embeds, text_valid, sim_i2t[:, :batch], sim_t2i[:, :batch],
+            report_ids, report_overlap, generator, matched_target,
         )  # fmt: skip
         mlm = self._masked_words(mlm_ids, text_valid, mlm_labels, image_embeds, image_embeds_m,
                                  alpha)  # fmt: skip
@@ -300,6 +327,9 @@ class XVLForPretraining(XVLPreTrainedModel):
             mlm_loss=mlm,
             itm_accuracy=accuracy,
             itm_negatives=negatives,
+            noisy_fraction=(
+                noisy.float().mean() if noisy is not None else torch.zeros((), device=itc.device)
+            ),
         )
 
     @torch.no_grad()
@@ -323,22 +353,6 @@ class XVLForPretraining(XVLPreTrainedModel):
         enqueue(self.text_queue, self.queue_pointer.clone(), text_feat)
         enqueue(self.image_queue, self.queue_pointer, image_feat)  # advances the pointer
         self.queue_filled.fill_(min(size, int(self.queue_filled.item()) + len(report_ids)))
-
-    def _matching(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        text_valid: torch.Tensor,
-        sim_i2t: torch.Tensor,
-        sim_t2i: torch.Tensor,
-        report_ids: torch.Tensor,
-        report_overlap: torch.Tensor,
-        generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return matching_loss(
-            self.xvl, image_embeds, text_embeds, text_valid, sim_i2t, sim_t2i, report_ids,
-            report_overlap, generator,
-        )  # fmt: skip
 
     def _masked_words(
         self,
@@ -374,10 +388,14 @@ def matching_loss(
     report_ids: torch.Tensor,
     report_overlap: torch.Tensor,
     generator: torch.Generator | None,
+    matched_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ITM over the B true pairs and up to 2B mined negatives (an image with a hard report, a
     report with a hard image), drawn from the in-batch similarities ``sim_*`` (B, B).
-    Pretraining and retrieval fine-tuning share it. Returns (loss, accuracy, negatives used)."""
+    Pretraining and retrieval fine-tuning share it. ``matched_target`` (B,) replaces the true
+    pairs' target "matched" (1) by a probability (co-learning's teacher, for pairs it doubts);
+    the loss is then the cross-entropy against those soft targets. Returns (loss, accuracy
+    against the hard labels, negatives used)."""
     threshold = xvl.config.negative_similarity_threshold
     with torch.no_grad():
         same = report_ids[:, None] == report_ids[None, :]
@@ -397,7 +415,12 @@ def matching_loss(
     )
     fused = xvl.text.fuse(texts[keep], valid[keep], images[keep])
     logits = xvl.itm_head(fused[:, 0])
-    loss = F.cross_entropy(logits.float(), labels[keep])
+    if matched_target is None:
+        loss = F.cross_entropy(logits.float(), labels[keep])
+    else:
+        matched = torch.cat([matched_target.float(), labels[len(report_ids) :].float()])[keep]
+        soft = torch.stack([1.0 - matched, matched], dim=1)
+        loss = -(F.log_softmax(logits.float(), -1) * soft).sum(-1).mean()
     accuracy = (logits.argmax(-1) == labels[keep]).float().mean().detach()
     return loss, accuracy, (keep.sum() - len(report_ids)).detach()
 

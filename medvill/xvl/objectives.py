@@ -67,6 +67,7 @@ def contrastive_loss(
     image_feat_m: torch.Tensor | None = None,
     text_feat_m: torch.Tensor | None = None,
     alpha: float = 0.0,
+    pseudo: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image–text contrastive loss of a batch against batch + queue.
 
@@ -75,18 +76,27 @@ def contrastive_loss(
     ``positives`` (B, B + K) a 0/1 matrix of the true pairs (one report can be the positive of
     several entries: duplicates in the queue are not pushed apart). With ``alpha`` > 0 the
     targets are ``alpha`` · softmax(momentum similarities) + (1 − ``alpha``) · ground truth.
-    Returns (loss, image→text similarities, text→image similarities) of the online features.
+    ``pseudo`` (B,) bool (co-learning): rows of pairs the momentum model does not believe
+    matched; their targets are the momentum model's softmax alone (a pseudo-target), not the
+    pairing they came with. Returns (loss, image→text similarities, text→image similarities)
+    of the online features.
     """
     sim_i2t = image_feat @ text_feat_all / temperature
     sim_t2i = text_feat @ image_feat_all / temperature
     targets = positives / positives.sum(1, keepdim=True)
     targets_i2t = targets_t2i = targets
-    if alpha > 0 and image_feat_m is not None and text_feat_m is not None:
+    relabel = pseudo is not None and bool(pseudo.any())
+    if (alpha > 0 or relabel) and image_feat_m is not None and text_feat_m is not None:
         with torch.no_grad():
             soft_i2t = (image_feat_m @ text_feat_all / temperature).softmax(1)
             soft_t2i = (text_feat_m @ image_feat_all / temperature).softmax(1)
-        targets_i2t = alpha * soft_i2t + (1 - alpha) * targets
-        targets_t2i = alpha * soft_t2i + (1 - alpha) * targets
+        if alpha > 0:
+            targets_i2t = alpha * soft_i2t + (1 - alpha) * targets
+            targets_t2i = alpha * soft_t2i + (1 - alpha) * targets
+        if relabel:
+            rows = pseudo[:, None]
+            targets_i2t = torch.where(rows, soft_i2t, targets_i2t)
+            targets_t2i = torch.where(rows, soft_t2i, targets_t2i)
     loss_i2t = -(F.log_softmax(sim_i2t, 1) * targets_i2t).sum(1).mean()
     loss_t2i = -(F.log_softmax(sim_t2i, 1) * targets_t2i).sum(1).mean()
     return (loss_i2t + loss_t2i) / 2, sim_i2t, sim_t2i
