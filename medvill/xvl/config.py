@@ -41,7 +41,8 @@ class XVLConfig(PretrainedConfig):
     ``negative_similarity_threshold`` (reports whose sentence overlap with the positive's is at
     least this are never mined as hard negatives: they say the same thing).
     Co-learning on uncurated pairs (off by default, docs/xvl.md §2): with ``colearning``, a
-    pair whose matching probability under the momentum (teacher) model is below
+    pair whose confidence under the momentum (teacher) model — the share of the batch's other
+    reports/images its own beats in the teacher's similarity — is below
     ``colearning_threshold`` is treated as possibly mismatched: its contrastive and matching
     targets become the teacher's predictions (pseudo-targets) instead of "this is a pair".
     """

@@ -36,6 +36,7 @@ from medvill.xvl.objectives import (
     mine_hard_negatives,
     momentum_update,
     negative_weights,
+    rank_confidence,
 )
 
 
@@ -270,10 +271,12 @@ class XVLForPretraining(XVLPreTrainedModel):
         ``report_overlap`` (B, B) sentence overlap of the reports (hard-negative mining skips
         near-duplicates). ``alpha``: distillation weight (default config.distill_alpha; the
         trainer ramps it up over the first epoch). ``generator``: the hard-negative draws.
-        ``colearn`` (default ``config.colearning``): pairs the teacher matches with probability
-        below ``config.colearning_threshold`` learn the teacher's pseudo-targets in the
-        contrast and the matching (their masked words keep their own targets: a report's words
-        are right even when the image is not its image).
+        ``colearn`` (default ``config.colearning``): pairs whose teacher confidence
+        (:func:`rank_confidence` of the momentum features) is below
+        ``config.colearning_threshold`` learn the teacher's pseudo-targets: its contrastive
+        softmax, and its matching probability as the pair's matching target (their masked
+        words keep their own targets: a report's words are right even when the image is not
+        its image).
         """
         cfg = self.config
         alpha = cfg.distill_alpha if alpha is None else alpha
@@ -294,8 +297,10 @@ class XVLForPretraining(XVLPreTrainedModel):
             colearn = bool(cfg.colearning) if colearn is None else colearn
             noisy = matched_target = None
             if colearn:
+                same = report_ids[:, None] == report_ids[None, :]
+                confidence = rank_confidence(image_feat_m @ text_feat_m.t(), same)
+                noisy = confidence < cfg.colearning_threshold
                 teacher = self.teacher_match(text_m, text_valid, image_embeds_m)
-                noisy = teacher < cfg.colearning_threshold
                 matched_target = torch.where(noisy, teacher, torch.ones_like(teacher))
             filled = int(self.queue_filled.item())
             image_all = torch.cat([image_feat_m.t(), self.image_queue[:, :filled]], 1)

@@ -11,7 +11,9 @@
   really a positive (same report) and never a report that says the same thing (sentence
   overlap at or above a threshold: "the sentence-similarity-adjusted hard negative mining");
 * :func:`distilled_mlm_loss` — masked-word cross-entropy mixed with the momentum model's soft
-  predictions.
+  predictions;
+* :func:`rank_confidence` — co-learning's confidence that a pair matches, from the teacher's
+  in-batch similarities.
 """
 
 from __future__ import annotations
@@ -100,6 +102,25 @@ def contrastive_loss(
     loss_i2t = -(F.log_softmax(sim_i2t, 1) * targets_i2t).sum(1).mean()
     loss_t2i = -(F.log_softmax(sim_t2i, 1) * targets_t2i).sum(1).mean()
     return (loss_i2t + loss_t2i) / 2, sim_i2t, sim_t2i
+
+
+@torch.no_grad()
+def rank_confidence(similarity: torch.Tensor, same_report: torch.Tensor) -> torch.Tensor:
+    """Co-learning's confidence that each pair of a batch matches, from the teacher's in-batch
+    image–report similarities (B, B; row i = image i): the share of the *other* reports that
+    image i finds less similar than its own, averaged with the same share for report i over
+    the other images. A random pairing scores ½ on average, an aligned pair near 1, a
+    mismatched one near 0 — whatever the calibration of the similarities (the matching
+    head's probability is not calibrated: it trains on one positive per two negatives).
+    Entries with the same report (``same_report``, B × B bool) are not "other"; a pair
+    without any other entry scores 1."""
+    own = similarity.diagonal()
+    other = ~same_report
+    beats_i2t = ((own[:, None] > similarity) & other).sum(1)
+    beats_t2i = ((own[:, None] > similarity.t()) & other).sum(1)
+    count = other.sum(1)
+    share = (beats_i2t + beats_t2i).float() / (2 * count).clamp(min=1).float()
+    return torch.where(count > 0, share, torch.ones_like(share))
 
 
 def negative_weights(

@@ -1,6 +1,7 @@
-"""Co-learning on uncurated pairs (docs/xvl.md §2): the momentum (teacher) model's matching
-probability decides which pairs are doubted; doubted pairs learn the teacher's pseudo-targets
-in the contrast and the matching, and the option changes nothing when it is off."""
+"""Co-learning on uncurated pairs (docs/xvl.md §2): the momentum (teacher) model's confidence
+(how its similarities rank each pair's own report and image in the batch) decides which pairs
+are doubted; doubted pairs learn the teacher's pseudo-targets in the contrast and the
+matching, and the option changes nothing when it is off."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from medvill.families import get_family
 from medvill.xvl.config import PROFILE_FIELDS, XVLConfig, config_from_profile
-from medvill.xvl.objectives import contrastive_loss
+from medvill.xvl.objectives import contrastive_loss, rank_confidence
 from tests.medvill.xvl.test_xvl_model import IDS, TINY, tiny_batch, tiny_model
 
 
@@ -54,10 +55,11 @@ def test_threshold_zero_trusts_every_pair_and_changes_nothing() -> None:
 
 
 def test_doubted_pairs_learn_the_teachers_targets_not_their_pairing() -> None:
-    """With threshold 1 every pair is doubted: the contrastive loss no longer depends on the
-    ground truth (which reports count as the image's own), only on the teacher; the matching
-    target of each true pair is the teacher's probability."""
-    model = tiny_model(colearning=True, colearning_threshold=1.0)
+    """With a threshold above every confidence every pair is doubted: the contrastive loss no
+    longer depends on the ground truth (which reports count as the image's own), only on the
+    teacher; the matching target of each true pair is the teacher's probability."""
+    model = tiny_model(colearning=True)
+    model.config.colearning_threshold = 1.01  # above any confidence (profiles allow ≤ 1)
     with torch.no_grad():  # a sharp temperature: at 0.07 the initial similarities are flat
         model.xvl.temp.fill_(0.005)
     batch = tiny_batch()
@@ -100,7 +102,8 @@ def test_contrastive_pseudo_rows_take_the_momentum_softmax_as_target() -> None:
 
 def test_family_starts_colearning_after_the_distillation_ramp() -> None:
     family = get_family("xvl")
-    model = tiny_model(colearning=True, colearning_threshold=1.0)
+    model = tiny_model(colearning=True)
+    model.config.colearning_threshold = 1.01
     model.eval()
     batch = {**tiny_batch(), "mining_seed": 5}
     counts = torch.tensor([4.0])
@@ -111,3 +114,26 @@ def test_family_starts_colearning_after_the_distillation_ramp() -> None:
     row = family.row(ramped.stats.tolist(), [4.0], 1)
     assert ramping.stats[names.index("noisy_fraction")].item() == 0.0
     assert row["noisy_fraction"] == 1.0
+
+
+def test_rank_confidence_is_the_share_of_other_entries_the_own_pair_beats() -> None:
+    # row i = image i; column j = report j. Pair 0 aligned (own report most similar both
+    # ways), pair 1 mismatched (its own report the least similar), pairs 2 and 3 share a report
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.2, 0.3],
+            [0.5, 0.0, 0.6, 0.7],
+            [0.1, 0.2, 0.5, 0.4],
+            [0.0, 0.3, 0.6, 0.8],
+        ]
+    )
+    reports = torch.tensor([0, 1, 2, 2])
+    confidence = rank_confidence(sim, reports[:, None] == reports[None])
+    # pair 0: image 0 beats reports 1, 2, 3 (3/3), report 0 beats images 1, 2, 3 (3/3)
+    # pair 1: image 1 beats none (0/3); report 1 (column 1: 0.1, 0.0, 0.2, 0.3) beats none
+    # pair 2: others are 0 and 1 only: image 2 beats 0.1, 0.2 (2/2); report 2 (column 2:
+    #   0.2, 0.6, 0.5, 0.6) vs images 0, 1: beats 0.2 only (1/2) → 3/4
+    # pair 3: image 3 beats 0.0, 0.3 (2/2); report 3 (column 3: 0.3, 0.7) beats 0.3, 0.7 → 4/4
+    assert confidence.tolist() == pytest.approx([1.0, 0.0, 0.75, 1.0])
+    alone = rank_confidence(torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool))
+    assert alone.tolist() == [1.0, 1.0]  # nothing to compare with: trusted
