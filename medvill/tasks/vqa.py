@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,31 @@ def evaluate(
     model = load_model(MedViLLForVQA, ckpt)
     spec = text_spec_for(tokenizer, model.config.max_text_tokens, info["mask"] == "noncross")
     data = QuestionDataset(files, tokenizer, spec, model.config.image_size)
+    return answer_and_score(
+        paths, settings, ckpt, out, files, data, organs, model,
+        lambda m, b: m(b["images"], b["text_ids"], b["text_valid"], info["mask"]),
+    )  # fmt: skip
+
+
+def answer_and_score(
+    paths: TaskPaths,
+    settings: EvalSettings,
+    ckpt: Path,
+    out: Path,
+    files: VqaFiles,
+    data: QuestionDataset,
+    organs: set[str],
+    model: nn.Module,
+    forward: Callable[[nn.Module, dict[str, Any]], torch.Tensor],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Answer every test question with ``forward(model, batch)`` (answer logits), then write
+    ``metrics.json`` (bootstrap intervals), ``predictions.json`` and the accuracy plot.
+
+    Shared by every model family's VQA head, so their files are comparable line by line;
+    ``extra`` adds fields (e.g. the model family) to both documents.
+    """
+    extra = extra or {}
     timer = InferenceTimer(model)
     predicted = np.zeros(len(data), dtype=int)
     model.eval()
@@ -271,13 +297,11 @@ def evaluate(
     with torch.no_grad():
         for batch in loader:
             moved = to_device(batch, timer.device)
-            logits = timer.time(
-                lambda b=moved: model(b["images"], b["text_ids"], b["text_valid"], info["mask"]),
-                len(batch["index"]),
-            )
+            logits = timer.time(lambda b=moved: forward(model, b), len(batch["index"]))
             predicted[batch["index"]] = logits.argmax(-1).cpu().numpy()
     pred = {
         "task": TASK,
+        **extra,
         "qids": [e["qid"] for e in files.entries],
         "predicted": predicted.tolist(),
         "target_scores": files.targets.tolist(),
@@ -301,6 +325,7 @@ def evaluate(
         settings,
         {"vqa": timer.ms_per_sample},
         {
+            **extra,
             "questions": len(data),
             "answers": len(files.answers),
             "organs": ", ".join(sorted(organs)) or "ALL",

@@ -15,27 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medvill import metrics as M
-from medvill.device import to_device
 from medvill.tasks import vqa as V
 from medvill.tasks.common import (
-    PLOTS,
     EvalSettings,
-    InferenceTimer,
     TaskPaths,
     load_model,
     make_loader,
-    metrics_document,
     model_device,
     save_finetuned,
     train_loop,
-    write_curve,
-    write_json,
 )
 from medvill.tokenizer import load_tokenizer
 from medvill.xvl.model import XVLModel, XVLPreTrainedModel
@@ -130,60 +122,7 @@ def evaluate(
     model = load_model(XVLForVQA, ckpt)
     data = V.QuestionDataset(files, tokenizer, text_spec(tokenizer, model.config),
                              model.config.image_size)  # fmt: skip
-    timer = InferenceTimer(model)
-    predicted = np.zeros(len(data), dtype=int)
-    model.eval()
-    loader = make_loader(data, settings.batch_size, V.collate, False, 0, device=timer.device)
-    with torch.no_grad():
-        for batch in loader:
-            moved = to_device(batch, timer.device)
-            logits = timer.time(
-                lambda b=moved: model(b["images"], b["text_ids"], b["text_valid"]),
-                len(batch["index"]),
-            )
-            predicted[batch["index"]] = logits.argmax(-1).cpu().numpy()
-    pred = {
-        "task": TASK,
-        "model": "xvl",
-        "qids": [e["qid"] for e in files.entries],
-        "predicted": predicted.tolist(),
-        "target_scores": files.targets.tolist(),
-        "answer_types": [str(e.get("answer_type", "")) for e in files.entries],
-        "organs": [str(e.get("image_organ", "")) for e in files.entries],
-        "predicted_answers": [files.answers[i] for i in predicted],
-    }
-    boot = M.bootstrap(
-        V.compute_fn(pred),
-        len(data),
-        settings.bootstrap,
-        settings.seed,
-        settings.confidence,
-        settings.bootstrap_ci_resamples,
-    )
-    doc = metrics_document(
-        TASK,
-        paths.dataset,
-        ckpt,
-        boot,
-        settings,
-        {"vqa": timer.ms_per_sample},
-        {
-            "model": "xvl",
-            "questions": len(data),
-            "answers": len(files.answers),
-            "organs": ", ".join(sorted(organs)) or "ALL",
-        },
-        device=timer.device,
-    )
-    write_json(doc, out / "metrics.json")
-    write_json(pred, out / "predictions.json")
-    write_curve(
-        out / PLOTS / "accuracy.json",
-        "accuracy",
-        [
-            {"subset": name, "accuracy": value}
-            for name, value in doc["metrics"].items()
-            if value is not None and not np.isnan(value)
-        ],
-    )
-    return doc
+    return V.answer_and_score(
+        paths, settings, ckpt, out, files, data, organs, model,
+        lambda m, b: m(b["images"], b["text_ids"], b["text_valid"]), extra={"model": "xvl"},
+    )  # fmt: skip
