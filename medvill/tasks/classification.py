@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,9 +210,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _loader(
+def labelled_loader(
     dataset: LabelledShards, batch_size: int, workers: int, train: bool, device: torch.device
 ) -> DataLoader:
+    """Batches of a labelled split (training drops the last partial batch)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -240,23 +241,24 @@ def label_counts(shards: SplitShards, settings: ClassificationSettings) -> tuple
 
 @torch.no_grad()
 def predict(
-    model: MedViLLForClassification,
+    model: nn.Module,
     dataset: LabelledShards,
     batch_size: int,
-    mask: str,
+    forward: Callable[[nn.Module, dict[str, Any]], torch.Tensor],
     timer: InferenceTimer | None = None,
 ) -> dict[str, Any]:
-    """Sigmoid scores of every sample of a split, in shard order."""
+    """Sigmoid scores of every sample of a split, in shard order; ``forward(model, batch)``
+    gives the 14 label logits (each model family calls its head its own way)."""
     model.eval()
     device = model_device(model)
     precision = inference_precision(model)
     keys, scores, targets, valid = [], [], [], []
-    for batch in _loader(dataset, batch_size, 0, train=False, device=device):
+    for batch in labelled_loader(dataset, batch_size, 0, train=False, device=device):
         moved = to_device(batch, device)
 
         def run(b: dict[str, Any] = moved) -> torch.Tensor:
             with precision.autocast():
-                return model(b["images"], b["text_ids"], b["text_valid"], mask)
+                return forward(model, b)
 
         logits = timer.time(run, len(batch["keys"])) if timer else run()
         keys += batch["keys"]
@@ -271,6 +273,37 @@ def predict(
         "targets": np.concatenate(targets),
         "valid": np.concatenate(valid),
     }
+
+
+def medvill_forward(mask: str) -> Callable[[nn.Module, dict[str, Any]], torch.Tensor]:
+    """MedViLL's classifier call under attention mask ``mask``."""
+    return lambda m, b: m(b["images"], b["text_ids"], b["text_valid"], mask)
+
+
+def positive_weight(
+    shards: SplitShards, settings: ClassificationSettings, device: torch.device
+) -> torch.Tensor | None:
+    """BCE ``pos_weight`` = negatives / positives per label on the train split (1 for a label
+    without positives), or None when ``settings.pos_weight`` is off."""
+    if not settings.pos_weight:
+        return None
+    pos, counted = label_counts(shards, settings)
+    return torch.tensor(
+        np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0),
+        dtype=torch.float32,
+        device=device,
+    )
+
+
+def label_loss(
+    logits: torch.Tensor, batch: dict[str, Any], weight: torch.Tensor | None
+) -> torch.Tensor:
+    """Binary cross-entropy over the labels the policy keeps (``valid``), averaged over them."""
+    cells = F.binary_cross_entropy_with_logits(
+        logits.float(), batch["target"], pos_weight=weight, reduction="none"
+    )
+    mask = batch["valid"].float()
+    return (cells * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def compute_fn(pred: dict[str, Any]) -> Any:
@@ -310,28 +343,18 @@ def finetune(
         settings,
         shuffle=True,
     )
-    pos, counted = label_counts(train.shards, settings)
-    weight = None
-    if settings.pos_weight:
-        weight = torch.tensor(
-            np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0),
-            dtype=torch.float32,
-            device=model_device(model),
-        )
+    weight = positive_weight(train.shards, settings, model_device(model))
     workers = max(settings.num_workers, 1)
     steps = sum(n // settings.batch_size for n in stream_sizes(train.shards.total, workers))
 
     def batches(epoch: int) -> Any:
         train.epoch = epoch
-        return _loader(train, settings.batch_size, settings.num_workers, True, model_device(model))
+        return labelled_loader(
+            train, settings.batch_size, settings.num_workers, True, model_device(model)
+        )
 
     def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
-        logits = m(b["images"], b["text_ids"], b["text_valid"], settings.mask).float()
-        cells = F.binary_cross_entropy_with_logits(
-            logits, b["target"], pos_weight=weight, reduction="none"
-        )
-        mask = b["valid"].float()
-        return (cells * mask).sum() / mask.sum().clamp(min=1.0)
+        return label_loss(m(b["images"], b["text_ids"], b["text_valid"], settings.mask), b, weight)
 
     history = train_loop(model, batches, steps, loss_of, settings, TASK)
     valid_set = LabelledShards(
@@ -342,7 +365,7 @@ def finetune(
         settings,
         shuffle=False,
     )
-    val = predict(model, valid_set, settings.eval_batch_size, settings.mask)
+    val = predict(model, valid_set, settings.eval_batch_size, medvill_forward(settings.mask))
     threshold = M.best_threshold(val["targets"], val["scores"], val["valid"])
     val_auroc = M.micro_auroc(val["targets"], val["scores"], val["valid"])
     info = {
@@ -381,8 +404,28 @@ def evaluate(
         shuffle=False,
     )
     timer = InferenceTimer(model)
-    pred = predict(model, data, settings.batch_size, info["mask"], timer)
-    pred["threshold"] = info["threshold"]
+    pred = predict(model, data, settings.batch_size, medvill_forward(info["mask"]), timer)
+    return score_and_write(pred, paths, settings, ckpt, out, info["threshold"], timer)
+
+
+def score_and_write(
+    pred: dict[str, Any],
+    paths: TaskPaths,
+    settings: EvalSettings,
+    ckpt: Path,
+    out: Path,
+    threshold: float,
+    timer: InferenceTimer,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Bootstrap the split's scores at the validation ``threshold`` and write ``metrics.json``,
+    ``predictions.json``, the curves and the ROC plot.
+
+    Shared by every model family's classifier so their files compare line by line; ``extra``
+    (e.g. the model family and its classifier input) goes first into both documents.
+    """
+    extra = extra or {}
+    pred["threshold"] = threshold
     boot = M.bootstrap(
         compute_fn(pred),
         len(pred["keys"]),
@@ -400,7 +443,8 @@ def evaluate(
         settings,
         {"classification": timer.ms_per_sample},
         {
-            "threshold": info["threshold"],
+            **extra,
+            "threshold": threshold,
             "per_label_auroc": per_label,
             "samples": len(pred["keys"]),
         },
@@ -410,6 +454,7 @@ def evaluate(
     write_json(
         {
             "task": TASK,
+            **{k: v for k, v in extra.items() if k == "model"},
             "keys": pred["keys"],
             "threshold": pred["threshold"],
             "scores": pred["scores"].tolist(),

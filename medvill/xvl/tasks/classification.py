@@ -20,28 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import DataLoader
 
 from medvill import metrics as M
 from medvill.data import read_index, stream_sizes
-from medvill.device import loader_options, to_device
 from medvill.tasks import classification as C
 from medvill.tasks.common import (
-    PLOTS,
     EvalSettings,
     InferenceTimer,
     TaskPaths,
-    inference_precision,
     load_model,
-    metrics_document,
     model_device,
     save_finetuned,
     train_loop,
-    write_json,
 )
 from medvill.tokenizer import load_tokenizer
 from medvill.xvl.config import XVLConfig
@@ -91,51 +83,8 @@ class XVLForClassification(XVLPreTrainedModel):
         return self.classifier(self.dropout(feature))
 
 
-def _loader(
-    dataset: C.LabelledShards, batch_size: int, workers: int, train: bool, device: torch.device
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        collate_fn=C.collate,
-        num_workers=workers,
-        drop_last=train,
-        pin_memory=loader_options(device, workers)["pin_memory"],
-    )
-
-
-@torch.no_grad()
-def predict(
-    model: XVLForClassification,
-    dataset: C.LabelledShards,
-    batch_size: int,
-    timer: InferenceTimer | None = None,
-) -> dict[str, Any]:
-    """Sigmoid scores of every sample of a split, in shard order."""
-    model.eval()
-    device = model_device(model)
-    precision = inference_precision(model)
-    keys, scores, targets, valid = [], [], [], []
-    for batch in _loader(dataset, batch_size, 0, train=False, device=device):
-        moved = to_device(batch, device)
-
-        def run(b: dict[str, Any] = moved) -> torch.Tensor:
-            with precision.autocast():
-                return model(b["images"], b["text_ids"], b["text_valid"])
-
-        logits = timer.time(run, len(batch["keys"])) if timer else run()
-        keys += batch["keys"]
-        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-        targets.append(batch["target"].numpy())
-        valid.append(batch["valid"].numpy())
-    if not keys:
-        raise ValueError("the evaluation split has no samples")
-    return {
-        "keys": keys,
-        "scores": np.concatenate(scores),
-        "targets": np.concatenate(targets),
-        "valid": np.concatenate(valid),
-    }
+def _forward(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return model(batch["images"], batch["text_ids"], batch["text_valid"])
 
 
 def _split(
@@ -162,32 +111,22 @@ def finetune(
     config.classifier_input = settings.input  # not an XVLConfig field: set, then saved with it
     model = load_model(XVLForClassification, source, config=config)
     train = _split(paths, "train", tokenizer, model, settings, shuffle=True)
-    pos, counted = C.label_counts(train.shards, settings)
-    weight = None
-    if settings.pos_weight:
-        weight = torch.tensor(
-            np.where(pos > 0, (counted - pos) / np.maximum(pos, 1), 1.0),
-            dtype=torch.float32,
-            device=model_device(model),
-        )
+    weight = C.positive_weight(train.shards, settings, model_device(model))
     workers = max(settings.num_workers, 1)
     steps = sum(n // settings.batch_size for n in stream_sizes(train.shards.total, workers))
 
     def batches(epoch: int) -> Any:
         train.epoch = epoch
-        return _loader(train, settings.batch_size, settings.num_workers, True, model_device(model))
+        return C.labelled_loader(
+            train, settings.batch_size, settings.num_workers, True, model_device(model)
+        )
 
     def loss_of(m: nn.Module, b: dict[str, Any]) -> torch.Tensor:
-        logits = m(b["images"], b["text_ids"], b["text_valid"]).float()
-        cells = F.binary_cross_entropy_with_logits(
-            logits, b["target"], pos_weight=weight, reduction="none"
-        )
-        mask = b["valid"].float()
-        return (cells * mask).sum() / mask.sum().clamp(min=1.0)
+        return C.label_loss(_forward(m, b), b, weight)
 
     history = train_loop(model, batches, steps, loss_of, settings, f"xvl {TASK}")
-    val = predict(model, _split(paths, "valid", tokenizer, model, settings, False),
-                  settings.eval_batch_size)  # fmt: skip
+    val = C.predict(model, _split(paths, "valid", tokenizer, model, settings, False),
+                    settings.eval_batch_size, _forward)  # fmt: skip
     threshold = M.best_threshold(val["targets"], val["scores"], val["valid"])
     info = {
         "task": TASK,
@@ -220,47 +159,8 @@ def evaluate(
     policy = C.ClassificationSettings(uncertain=info["uncertain"], blank=info["blank"])
     data = _split(paths, settings.split, tokenizer, model, policy, shuffle=False)
     timer = InferenceTimer(model)
-    pred = predict(model, data, settings.batch_size, timer)
-    pred["threshold"] = info["threshold"]
-    boot = M.bootstrap(
-        C.compute_fn(pred),
-        len(pred["keys"]),
-        settings.bootstrap,
-        settings.seed,
-        settings.confidence,
-        settings.bootstrap_ci_resamples,
-    )
-    doc = metrics_document(
-        TASK,
-        paths.dataset,
-        ckpt,
-        boot,
-        settings,
-        {"classification": timer.ms_per_sample},
-        {
-            "model": "xvl",
-            "input": info["input"],
-            "threshold": info["threshold"],
-            "per_label_auroc": M.per_label_auroc(
-                pred["targets"], pred["scores"], CHEXPERT_LABELS, pred["valid"]
-            ),
-            "samples": len(pred["keys"]),
-        },
-        device=timer.device,
-    )
-    write_json(doc, out / "metrics.json")
-    write_json(
-        {
-            "task": TASK,
-            "model": "xvl",
-            "keys": pred["keys"],
-            "threshold": pred["threshold"],
-            "scores": pred["scores"].tolist(),
-            "targets": pred["targets"].tolist(),
-            "valid": pred["valid"].tolist(),
-        },
-        out / "predictions.json",
-    )
-    C.write_curves(pred, out / PLOTS)
-    C.plot_roc(pred, out / PLOTS / "roc.png")
-    return doc
+    pred = C.predict(model, data, settings.batch_size, _forward, timer)
+    return C.score_and_write(
+        pred, paths, settings, ckpt, out, info["threshold"], timer,
+        extra={"model": "xvl", "input": info["input"]},
+    )  # fmt: skip
