@@ -125,6 +125,9 @@ def localized_eval(
     doc = {
         "task": task,
         "dataset": dataset,
+        # which release the dataset is (its params.yaml entry), so the summary can put the
+        # LoVT paper's matching task beside it
+        "adapter": (params.get("datasets") or {}).get(dataset, {}).get("adapter"),
         "model": model,
         "checkpoint": str(ckpt),
         "profile": name,

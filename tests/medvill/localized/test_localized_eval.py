@@ -118,3 +118,30 @@ def test_cli_errors(localized_corpus, tiny_data, lovt_checkpoint, tmp_path) -> N
     assert result.exit_code == 2 and "'xvl' is not one of" in " ".join(result.output.split())
     help_text = " ".join(_invoke("--help").output.split())
     assert "detection|segmentation" in help_text.replace(" ", "") and "mAP" in help_text
+
+
+def test_dvc_stages_run_the_demo_corpus_and_both_tasks(tmp_path) -> None:
+    """DVC's own parse of dvc.yaml: the corpus stage, one evaluation per task, each depending
+    on the chosen localized_eval profile only (and the bootstrap of `evaluate`)."""
+    import shutil
+
+    dvc_repo = pytest.importorskip("dvc.repo")
+    dvc_repo.Repo.init(str(tmp_path), no_scm=True)
+    shutil.copy2(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    with dvc_repo.Repo(str(tmp_path)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+    assert "medvill-prep all --dataset localized_demo --adapter synthetic" in (
+        stages["localized_corpus@localized_demo"].cmd
+    )
+    for task in LOCALIZED_TASKS:
+        stage = stages[f"localized_eval@localized_demo-lovt-{task}"]
+        assert stage.cmd == (
+            f"medvill localized-eval --dataset localized_demo --model lovt --task {task} "
+            "--pretrained-on sample"
+        )
+        params = {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+        assert params == {"localized_eval.profile", "localized_eval.profiles.demo", "evaluate"}
+        assert f"reports/localized_demo/localized-lovt-{task}/results.json" in {
+            str(d.def_path) for d in stages["summary"].deps
+        }
