@@ -137,3 +137,23 @@ def test_imagenet_arm_reads_the_local_cache_only(tmp_path, monkeypatch) -> None:
     torch.save(source.state_dict(), cached)
     resnet, origin = load_resnet("imagenet", "resnet18", 0)
     assert origin.startswith("imagenet") and torch.equal(resnet.conv1.weight, source.conv1.weight)
+
+
+def test_medvill_checkpoint_trunk_loads_too(tmp_path) -> None:
+    """MedViLL's CNN (``medvill.visual_backbone.trunk.*`` in a pretraining checkpoint)."""
+    from medvill.config import MedViLLConfig
+    from medvill.model.medvill import MedViLLForPretraining
+
+    torch.manual_seed(0)
+    config = MedViLLConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        backbone="resnet18", image_size=64, num_sampled_visual=3, max_text_tokens=16,
+        max_position_embeddings=64, vocab_size=100,
+    )  # fmt: skip
+    model = MedViLLForPretraining(config).eval()
+    model.save_pretrained(tmp_path / "final")
+    resnet, _ = load_resnet("pretrained", "resnet18", 0, tmp_path / "final")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        body = torch.nn.Sequential(*list(resnet.eval().children())[:-2])
+        assert torch.equal(body(x), model.medvill.visual_backbone.trunk(x))
