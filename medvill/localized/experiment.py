@@ -38,7 +38,8 @@ from medvill.localized.scores import (
     dice_per_image,
     segmentation_compute,
 )
-from medvill.localized.targets import LocalizedSample, class_names, label_ids
+from medvill.localized.targets import LocalizedSample, class_names, input_batch, label_ids
+from medvill.tasks.common import task_device
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,12 @@ def batches(indices: np.ndarray, batch_size: int, steps: int, seed: int) -> list
 
 
 def _detection_targets(
-    samples: list[LocalizedSample], classes: list[str]
+    samples: list[LocalizedSample], classes: list[str], device: torch.device
 ) -> list[dict[str, torch.Tensor]]:
     return [
         {
-            "boxes": torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.as_tensor(label_ids(s.findings, classes), dtype=torch.int64),
+            "boxes": torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4).to(device),
+            "labels": torch.as_tensor(label_ids(s.findings, classes), dtype=torch.int64).to(device),
         }
         for s in samples
     ]
@@ -149,12 +150,15 @@ def train_detection(
         settings.fpn_channels, settings.proposals,
     )  # fmt: skip
     freeze_trunk(trunk, variant)
+    device = task_device()
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     for step, batch in enumerate(batches(subset, settings.batch_size, settings.steps, seed)):
         set_training(model, trunk, variant)
         chosen = [train[i] for i in batch]
-        losses = model([s.image for s in chosen], _detection_targets(chosen, classes))
+        images = list(input_batch(chosen, device))
+        losses = model(images, _detection_targets(chosen, classes, device))
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,10 +176,13 @@ def predict_detection(
     batch_size: int,
 ) -> list[ImageBoxes]:
     model.eval()
+    device = next(model.parameters()).device
     out: list[ImageBoxes] = []
     for start in range(0, len(test), batch_size):
         chunk = test[start : start + batch_size]
-        for sample, pred in zip(chunk, model([s.image for s in chunk]), strict=True):
+        predictions = model(list(input_batch(chunk, device)))
+        for sample, pred in zip(chunk, predictions, strict=True):
+            pred = {k: v.cpu() for k, v in pred.items()}
             out.append(
                 ImageBoxes(
                     gt_boxes=sample.boxes.reshape(-1, 4),
@@ -200,13 +207,15 @@ def train_segmentation(
     torch.manual_seed(seed)
     model = FPNSegmenter(resnet, stage_channels(backbone), settings.fpn_channels)
     freeze_trunk(model.body, variant)
+    device = task_device()
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     for step, batch in enumerate(batches(subset, settings.batch_size, settings.steps, seed)):
         set_training(model, model.body, variant)
         chosen = [train[i] for i in batch]
-        images = torch.stack([s.image for s in chosen])
-        target = torch.from_numpy(np.stack([s.mask for s in chosen]))
+        images = input_batch(chosen, device)
+        target = torch.from_numpy(np.stack([s.mask for s in chosen])).to(device)
         loss = segmentation_loss(model(images), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,7 +234,8 @@ def predict_segmentation(
     dice: list[float] = []
     for start in range(0, len(test), settings.eval_batch_size):
         chunk = test[start : start + settings.eval_batch_size]
-        probs = model(torch.stack([s.image for s in chunk])).sigmoid().numpy()
+        device = next(model.parameters()).device
+        probs = model(input_batch(chunk, device)).sigmoid().cpu().numpy()
         for sample, prob in zip(chunk, probs, strict=True):
             dice.append(dice_per_image(prob >= settings.mask_threshold, sample.mask))
     return dice
@@ -309,20 +319,9 @@ def _cell(
     started = time.perf_counter()
     count = 0
     for seed in settings.seeds:
-        resnet, _ = load_resnet(init, backbone, seed, plan.checkpoint)
-        assert resnet is not None
-        subset = fraction_subset(len(plan.train), fraction, seed)
-        count = len(subset)
-        if plan.task == "detection":
-            model = train_detection(
-                resnet, backbone, plan.train, subset, classes, variant, settings, seed
-            )
-            images = predict_detection(model, plan.test, classes, settings.eval_batch_size)
-            compute = detection_compute(images, settings.iou_thresholds, settings.max_detections)
-        else:
-            model = train_segmentation(resnet, backbone, plan.train, subset, variant, settings,
-                                       seed)  # fmt: skip
-            compute = segmentation_compute(predict_segmentation(model, plan.test, settings))
+        with torch.random.fork_rng(devices=[]):  # seeds the run without leaking global state
+            compute = _seed_run(plan, settings, backbone, classes, init, variant, fraction, seed)
+        count = len(fraction_subset(len(plan.train), fraction, seed))
         computes.append(compute)
         per_seed.append(float(compute(np.ones((1, len(plan.test))))[metric][0]))
         log.info(
@@ -344,3 +343,27 @@ def _cell(
         **stats,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _seed_run(
+    plan: EvalPlan,
+    settings: LocalizedSettings,
+    backbone: str,
+    classes: list[str],
+    init: str,
+    variant: str,
+    fraction: float,
+    seed: int,
+) -> M.Compute:
+    """Train one head with one seed and return the bootstrap Compute of its test metric."""
+    resnet, _ = load_resnet(init, backbone, seed, plan.checkpoint)
+    assert resnet is not None
+    subset = fraction_subset(len(plan.train), fraction, seed)
+    if plan.task == "detection":
+        model = train_detection(
+            resnet, backbone, plan.train, subset, classes, variant, settings, seed
+        )
+        images = predict_detection(model, plan.test, classes, settings.eval_batch_size)
+        return detection_compute(images, settings.iou_thresholds, settings.max_detections)
+    model = train_segmentation(resnet, backbone, plan.train, subset, variant, settings, seed)
+    return segmentation_compute(predict_segmentation(model, plan.test, settings))

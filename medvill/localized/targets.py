@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
-from medvill.data import IMAGE_MEMBERS, SAMPLE_MEMBERS, decode_image, log_and_continue, read_index
+from medvill.data import IMAGE_MEMBERS, SAMPLE_MEMBERS, decode_grey, log_and_continue, read_index
+from medvill.imagebatch import IMAGENET_MEAN, IMAGENET_STD
 from medvill.shardreader import MemberReader, sample_refs
 from pipeline.localized.rle import decode_counts
 
@@ -40,11 +42,30 @@ class LocalizedSample:
     """One image at the model's input size and its targets on that grid."""
 
     key: str
-    image: torch.Tensor  # (3, S, S), ImageNet-normalised
+    image: torch.Tensor  # (1, S, S) float16 grey in [0, 1]; input_batch normalises
     boxes: np.ndarray  # (N, 4) float, input pixels
     findings: tuple[str, ...]  # (N,) each box's finding
     mask: np.ndarray  # (S, S) bool, the union of the image's masks
     has_mask: bool  # at least one region of the image is a mask
+
+
+def grey_input(data: bytes, size: int) -> torch.Tensor:
+    """Image bytes → (1, size, size) float16 grey in [0, 1]: the loader's resize
+    (:func:`medvill.data.decode_image`: /255, antialiased bilinear) without its channel
+    replication and normalisation, kept in half precision — 2 bytes a pixel, 100 kB at 224², so
+    all 26,684 RSNA training images (100 %) take 2.7 GB instead of 16 GB as float32 RGB."""
+    grey = torch.from_numpy(decode_grey(data, size))[None].float().div_(255.0)
+    if tuple(grey.shape[-2:]) != (size, size):
+        grey = TF.resize(grey, [size, size], antialias=True)
+    return grey.to(torch.float16)
+
+
+def input_batch(samples: list[LocalizedSample], device: torch.device) -> torch.Tensor:
+    """(B, 3, S, S) ImageNet-normalised model input of ``samples`` on ``device``."""
+    grey = torch.stack([s.image for s in samples]).to(device).float()
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]
+    return (grey.expand(-1, 3, -1, -1) - mean) / std
 
 
 def scale_box(box: list[float], stored: tuple[int, int], size: int) -> np.ndarray:
@@ -138,7 +159,7 @@ def read_split(
             boxes, findings, mask, has_mask = sample_targets(meta, stored, size, only)
             samples.append(
                 LocalizedSample(
-                    key=ref.key, image=decode_image(sample[member], size, None), boxes=boxes,
+                    key=ref.key, image=grey_input(sample[member], size), boxes=boxes,
                     findings=findings, mask=mask, has_mask=has_mask,
                 )
             )  # fmt: skip

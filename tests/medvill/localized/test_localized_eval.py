@@ -60,7 +60,8 @@ def test_end_to_end(task, localized_corpus, lovt_checkpoint, tmp_path, monkeypat
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet
     torch.set_num_threads(1)
     out = tmp_path / "out"
-    doc = localized_eval(localized_corpus["root"], "synthetic", "lovt", task, _params(),
+    seeds = [1] if task == "detection" else [1, 2]  # detection is the slower head
+    doc = localized_eval(localized_corpus["root"], "synthetic", "lovt", task, _params(seeds=seeds),
                          checkpoint=lovt_checkpoint, out=out)  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
     assert saved["runs"] == json.loads(json.dumps(doc["runs"]))
@@ -74,7 +75,8 @@ def test_end_to_end(task, localized_corpus, lovt_checkpoint, tmp_path, monkeypat
     n_train = doc["train_images"]
     for run in doc["runs"]:
         assert run["train_images"] == max(1, math.ceil(run["fraction"] * n_train))
-        assert len(run["per_seed"]) == 2 and run["value"] == pytest.approx(sum(run["per_seed"]) / 2)
+        assert len(run["per_seed"]) == len(seeds)
+        assert run["value"] == pytest.approx(sum(run["per_seed"]) / len(seeds))
         assert 0.0 <= run["ci_low"] <= run["ci_high"] <= 1.0 and 0.0 <= run["value"] <= 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == {

@@ -157,3 +157,28 @@ def test_medvill_checkpoint_trunk_loads_too(tmp_path) -> None:
     with torch.no_grad():
         body = torch.nn.Sequential(*list(resnet.eval().children())[:-2])
         assert torch.equal(body(x), model.medvill.visual_backbone.trunk(x))
+
+
+def test_stored_grey_gives_the_loaders_input() -> None:
+    """Half-precision grey, normalised per batch, is the loader's decode_image input (to fp16
+    rounding), at a smaller and at the stored size."""
+    import io
+
+    from PIL import Image
+
+    from medvill.data import decode_image
+    from medvill.localized.targets import LocalizedSample, grey_input, input_batch
+
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buffer, "PNG")
+    for size in (64, 96):
+        grey = grey_input(buffer.getvalue(), size)
+        assert grey.dtype == torch.float16 and grey.shape == (1, size, size)
+        sample = LocalizedSample(
+            "k", grey, np.zeros((0, 4)), (), np.zeros((size, size), bool), False
+        )
+        batch = input_batch([sample], torch.device("cpu"))
+        expected = decode_image(buffer.getvalue(), size, None)
+        assert batch.shape == (1, 3, size, size)
+        assert torch.allclose(batch[0], expected, atol=0.01)
