@@ -386,7 +386,9 @@ def localized_markdown(root: Path) -> list[str]:
         "Dice per image (1 when prediction and truth are both empty), mean over test images. "
         "Each cell: the mean over the profile's seeds on the full test split [95 % bootstrap "
         "interval over test images, seeds averaged in every resample]. `frozen`: the ResNet "
-        "is not trained; `finetuned`: it is. LoVT paper: the paper's task that the dataset "
+        "is not trained; `finetuned`: it is. Predicting nothing scores the share of test "
+        "images without a mask in Dice (0 in mAP): a model must beat that. "
+        "LoVT paper: the paper's task that the dataset "
         "reproduces — its numbers are published as figures only and are not copied here.",
         "",
     ]
@@ -399,7 +401,8 @@ def localized_markdown(root: Path) -> list[str]:
             "",
             f"{doc['train_images']} training / {doc['test_images']} {doc['split']} images, "
             f"profile `{doc['profile']}`, seeds {doc['settings']['seeds']}, ResNet "
-            f"`{doc['backbone']}`; LoVT paper: {paper}."
+            f"`{doc['backbone']}`; predicting nothing scores "
+            f"{_fmt(doc.get('empty_prediction_floor'))}; LoVT paper: {paper}."
             + "".join(f" **{init} skipped**: {why}." for init, why in doc["skipped"].items()),
             "",
         ]

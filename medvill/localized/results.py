@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medvill.localized.experiment import (
     LOCALIZED_TASKS,
     EvalPlan,
@@ -135,6 +137,10 @@ def localized_eval(
         "split": evaluation.split,
         "train_images": len(train),
         "test_images": len(test),
+        # what predicting nothing scores: Dice 1 on every test image without a mask, mAP 0
+        "empty_prediction_floor": float(np.mean([not x.mask.any() for x in test]))
+        if task == "segmentation"
+        else 0.0,
         **grid,
     }
     folder = Path(out) if out else report_folder(root, dataset, model, task)

@@ -15,6 +15,7 @@ from medvill.cli import LOCALIZED_TASKS, app
 from medvill.localized import experiment
 from medvill.localized.experiment import LocalizedSettings, batches, fraction_subset
 from medvill.localized.results import localized_eval
+from medvill.localized.targets import read_split
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = {
@@ -84,6 +85,9 @@ def test_end_to_end(task, localized_corpus, lovt_checkpoint, tmp_path, monkeypat
     }
     assert (out / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["metric"] == {"detection": "map", "segmentation": "dice"}[task]
+    negatives = sum(not s.mask.any() for s in read_split(localized_corpus["index"], "test", 64))
+    expected_floor = negatives / doc["test_images"] if task == "segmentation" else 0.0
+    assert doc["empty_prediction_floor"] == pytest.approx(expected_floor)
     if task == "segmentation":  # same seeds, same numbers
         again = localized_eval(
             localized_corpus["root"], "synthetic", "lovt", task,
