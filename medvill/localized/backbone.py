@@ -83,8 +83,9 @@ def load_resnet(
     weights are not on this machine."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    torch.manual_seed(seed)
-    resnet = getattr(torchvision.models, backbone)(weights=None)
+    with torch.random.fork_rng(devices=[]):  # the seed decides the weights, nothing else
+        torch.manual_seed(seed)
+        resnet = getattr(torchvision.models, backbone)(weights=None)
     resnet.fc = nn.Identity()
     if init == "random":
         return resnet, f"random (torchvision init, seed {seed})"
