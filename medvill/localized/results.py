@@ -60,7 +60,7 @@ def headline(doc: dict[str, Any]) -> dict[str, float]:
 def plot(doc: dict[str, Any], path: Path) -> None:
     """Metric against training fraction, per initialisation, one panel per variant."""
     plt = pyplot()
-    variants = sorted({r["variant"] for r in doc["runs"]}) or ["frozen"]
+    variants = list(dict.fromkeys(r["variant"] for r in doc["runs"])) or ["frozen"]
     fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.6), squeeze=False)
     for ax, variant in zip(axes[0], variants, strict=True):
         for init in dict.fromkeys(r["init"] for r in doc["runs"]):
@@ -73,7 +73,13 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             low = [r["value"] - r["ci_low"] for r in rows]
             high = [r["ci_high"] - r["value"] for r in rows]
             ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=init)
+        floor = doc.get("empty_prediction_floor")
+        if floor:
+            ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="predict nothing")
         ax.set_xscale("log")
+        ticks = sorted({r["fraction"] * 100 for r in doc["runs"]})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training images (%)")
         ax.set_ylabel(doc["metric"])
         ax.set_title(f"{doc['task']} · {variant}")
