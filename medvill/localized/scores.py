@@ -2,9 +2,9 @@
 
 **mAP** follows the COCO evaluation (what torchmetrics' ``MeanAveragePrecision`` and
 pycocotools compute), restricted to what localized chest X-ray tasks use: boxes in continuous
-pixel coordinates (area = width × height), the top ``max_detections`` boxes of each image,
-each detection — in descending score — matched to the unmatched ground-truth box of its image
-and class with the highest IoU at or above the threshold; per class, precision made monotone
+pixel coordinates (area = width × height), the top ``max_detections`` boxes of each image and
+class, each detection — in descending score — matched to the unmatched ground-truth box of its
+image and class with the highest IoU at or above the threshold; per class, precision made monotone
 from the right and read at the 101 recall points 0, 0.01, …, 1 (a point past the last recall
 reads 0). AP is averaged over IoU thresholds and over the classes that have a ground-truth box
 in the test set (a class with boxes but no detection scores 0).
@@ -98,8 +98,8 @@ def _class_matches(
     for i, item in enumerate(images):
         gt = np.asarray(item.gt_boxes, dtype=np.float64).reshape(-1, 4)[item.gt_labels == label]
         gt_counts[i] = len(gt)
-        keep = np.argsort(-np.asarray(item.scores), kind="mergesort")[:max_detections]
-        keep = keep[np.asarray(item.labels)[keep] == label]
+        order = np.argsort(-np.asarray(item.scores), kind="mergesort")
+        keep = order[np.asarray(item.labels)[order] == label][:max_detections]
         boxes = np.asarray(item.boxes, dtype=np.float64).reshape(-1, 4)[keep]
         own = np.asarray(item.scores, dtype=np.float64)[keep]
         scores.append(own)

@@ -109,3 +109,10 @@ def test_dice_by_hand() -> None:
     compute = segmentation_compute([0.5, 1.0, 0.0])
     values = compute(np.array([[1, 1, 1], [2, 0, 1], [0, 3, 0]], dtype=float))["dice"]
     assert values == pytest.approx([0.5, 1 / 3, 1.0])
+
+
+def test_max_detections_counts_per_class_as_coco() -> None:
+    """COCO keeps the top detections of each image *and class*: a higher-scored box of another
+    class does not push this class's box out."""
+    item = image([[0, 0, 10, 10]], [1], [[40, 40, 50, 50], [0, 0, 10, 10]], [0.9, 0.1], [2, 1])
+    assert mean_average_precision([item], max_detections=1) == pytest.approx(1.0)
