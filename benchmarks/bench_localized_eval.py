@@ -62,7 +62,7 @@ def pretrain_lovt(work: Path, params: dict, epochs: int, image_size: int) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("bench_localized_eval"))
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks/out/localized_eval")
     parser.add_argument("--n-images", type=int, default=400)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
