@@ -424,6 +424,92 @@ def finetune_zoo(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 
+#: Families with a ResNet image encoder that `medvill localized-eval` reads, and its tasks
+#: (medvill.localized.experiment.LOCALIZED_TASKS; tested equal).
+LOCALIZED_MODELS: tuple[str, ...] = ("medvill", "convirt", "clip", "lovt")
+LOCALIZED_TASKS: tuple[str, ...] = ("detection", "segmentation")
+LocalizedModel = str_enum("LocalizedModel", LOCALIZED_MODELS)
+LocalizedTask = str_enum("LocalizedTask", LOCALIZED_TASKS)
+
+
+@app.command("localized-eval")
+def localized_eval(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Dataset with boxes/masks (its shard json has `regions`): a localized "
+            "adapter's (rsna_pneumonia, siim_pneumothorax, nih_boxes, object_cxr) or the "
+            "synthetic corpus.",
+        ),
+    ],
+    model: Annotated[
+        LocalizedModel,  # type: ignore[valid-type]
+        typer.Option("--model", "-m", help="Family whose pretrained ResNet is evaluated."),
+    ],
+    task: Annotated[
+        LocalizedTask,  # type: ignore[valid-type]
+        typer.Option(
+            "--task",
+            "-t",
+            help="detection: Faster R-CNN + FPN on the ResNet, mAP; segmentation: an FPN "
+            "decoder, Dice.",
+        ),
+    ],
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="localized_eval.profiles entry (demo, paper). Default: localized_eval.profile.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Pretraining checkpoint "
+            "(default models/<pretrained-on>/pretrain[-<model>]/final).",
+        ),
+    ] = None,
+    pretrained_on: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained-on",
+            help="Dataset the checkpoint was pretrained on (default: --dataset). LoVT pretrains "
+            "on MIMIC-CXR and evaluates on RSNA/SIIM: --dataset rsna --pretrained-on mimic_cxr.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Output folder (default reports/<dataset>/localized-<model>-<task>)."
+        ),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+) -> None:
+    """LoVT's localized evaluation of a pretrained image encoder: for each initialisation
+    (the checkpoint, ImageNet when its weights are on this machine — else that arm is skipped
+    and logged —, random), frozen and fine-tuned trunk, and each fraction of the training images
+    (1 %, 10 %, 100 %), train the task's head with every seed of the profile and score the test
+    split (mAP or Dice, mean over seeds, bootstrap interval over test images). Writes
+    results.json, metrics.json and <task>.png; `medvill summary` lists them."""
+    from medvill.localized.results import localized_eval as run
+
+    with user_errors(*USER_ERRORS):
+        doc = run(
+            root, dataset, str(model.value), str(task.value), load_params(root / params),
+            profile, checkpoint, pretrained_on, out,
+        )  # fmt: skip
+    for name, arm in doc["skipped"].items():
+        info(f"skipped {name}: {arm}")
+    typer.echo(json.dumps({"metric": doc["metric"], "runs": {
+        f"{r['init']}/{r['variant']}/{r['fraction'] * 100:g}%": round(r["value"], 4)
+        for r in doc["runs"]}}, indent=2))  # fmt: skip
+
+
 @app.command()
 def compare(
     task: TaskArg,

@@ -216,6 +216,7 @@ def summary_markdown(root: Path) -> str:
         ]
     lines += families_markdown(root)
     lines += xvl_markdown(root)
+    lines += localized_markdown(root)
     return "\n".join(lines) + "\n"
 
 
@@ -356,6 +357,68 @@ def xvl_markdown(root: Path) -> list[str]:
         "",
         *tables,
     ]
+
+
+#: The LoVT paper's localized tasks that a dataset adapter reproduces (same images, same
+#: targets), by adapter and task. Its readme names the protocol — 1 %, 10 %, 100 % of the
+#: training data, frozen and fine-tuned, five runs per task, RSNA YOLOv3 frozen 10 % as the
+#: basic evaluation — but gives its numbers only as figures, so no value is printed here.
+LOVT_PAPER_TASKS: dict[tuple[str, str], str] = {
+    ("rsna_pneumonia", "detection"): "RSNA pneumonia detection (YOLOv3)",
+    ("siim_pneumothorax", "segmentation"): "SIIM pneumothorax segmentation",
+    ("object_cxr", "detection"): "Object CXR foreign object detection",
+    ("nih_boxes", "detection"): "NIH CXR pathology detection",
+}
+
+
+def localized_markdown(root: Path) -> list[str]:
+    """The "Localized tasks" section: every ``reports/<dataset>/localized-<model>-<task>/
+    results.json`` (``medvill localized-eval``), one row per initialisation and variant, one
+    column per training fraction: mean over seeds [95 % bootstrap interval]."""
+    paths = sorted(Path(root).glob("reports/*/localized-*/results.json"))
+    lines = ["## Localized tasks (LoVT's protocol)", ""]
+    if not paths:
+        return [*lines, "No evaluation yet: `medvill localized-eval --model <family> "
+                "--dataset <ds> --task detection|segmentation`.", ""]  # fmt: skip
+    lines += [
+        "Detection: Faster R-CNN + FPN on the model's ResNet, mAP (COCO's 101-point AP at the "
+        "profile's IoU thresholds, mean over finding classes); segmentation: an FPN decoder, "
+        "Dice per image (1 when prediction and truth are both empty), mean over test images. "
+        "Each cell: the mean over the profile's seeds on the full test split [95 % bootstrap "
+        "interval over test images, seeds averaged in every resample]. `frozen`: the ResNet "
+        "is not trained; `finetuned`: it is. Predicting nothing scores the share of test "
+        "images without a mask in Dice (0 in mAP): a model must beat that. "
+        "LoVT paper: the paper's task that the dataset "
+        "reproduces — its numbers are published as figures only and are not copied here.",
+        "",
+    ]
+    for path in paths:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        fractions = sorted({r["fraction"] for r in doc["runs"]})
+        paper = LOVT_PAPER_TASKS.get((str(doc.get("adapter")), doc["task"]), "–")
+        lines += [
+            f"### {doc['dataset']} · {doc['model']} · {doc['task']} ({doc['metric']})",
+            "",
+            f"{doc['train_images']} training / {doc['test_images']} {doc['split']} images, "
+            f"profile `{doc['profile']}`, seeds {doc['settings']['seeds']}, ResNet "
+            f"`{doc['backbone']}`; predicting nothing scores "
+            f"{_fmt(doc.get('empty_prediction_floor'))}; LoVT paper: {paper}."
+            + "".join(f" **{init} skipped**: {why}." for init, why in doc["skipped"].items()),
+            "",
+        ]
+        header = ["init", "variant", *(f"{f * 100:g} %" for f in fractions)]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for init in dict.fromkeys(r["init"] for r in doc["runs"]):
+            for variant in dict.fromkeys(r["variant"] for r in doc["runs"]):
+                cells = {
+                    r["fraction"]: f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+                    for r in doc["runs"]
+                    if r["init"] == init and r["variant"] == variant
+                }
+                row = [init, variant, *(cells.get(f, "–") for f in fractions)]
+                lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
 
 
 def write_summary(root: Path) -> Path:
