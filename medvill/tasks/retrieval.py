@@ -307,26 +307,44 @@ def evaluate(
             "relevant": [[labels[i] for i in b] for b in blocks],
         }
         predictions[direction] = pred
-        stats = M.bootstrap(
-            compute_fn(pred),
-            len(blocks),
-            settings.bootstrap,
-            settings.seed,
-            settings.confidence,
-            settings.bootstrap_ci_resamples,
-        )
-        boot.update({f"{direction}/{name}": value for name, value in stats.items()})
+        boot.update(direction_stats(pred, direction, settings))
         timing[direction] = timer.ms_per_sample
-    doc = metrics_document(
-        TASK,
-        paths.dataset,
-        ckpt,
-        boot,
-        settings,
-        timing,
-        {"queries": {d: len(predictions[d]["queries"]) for d in DIRECTIONS}},
-        device=model_device(model),
+    return write_results(paths, settings, ckpt, out, boot, timing, predictions, model_device(model))
+
+
+def direction_stats(
+    pred: dict[str, Any], direction: str, settings: EvalSettings
+) -> dict[str, dict[str, float]]:
+    """Bootstrap intervals of one direction's block metrics, keyed ``<direction>/<metric>``."""
+    stats = M.bootstrap(
+        compute_fn(pred),
+        len(pred["queries"]),
+        settings.bootstrap,
+        settings.seed,
+        settings.confidence,
+        settings.bootstrap_ci_resamples,
     )
+    return {f"{direction}/{name}": value for name, value in stats.items()}
+
+
+def write_results(
+    paths: TaskPaths,
+    settings: EvalSettings,
+    ckpt: Path,
+    out: Path,
+    boot: dict[str, dict[str, float]],
+    timing: dict[str, float],
+    predictions: dict[str, Any],
+    device: torch.device,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` (``extra`` fields first), ``predictions.json`` and the rank
+    histogram (CSV + PNG) of both directions; shared by every model family's retrieval."""
+    queries = {"queries": {d: len(predictions[d]["queries"]) for d in DIRECTIONS}}
+    doc = metrics_document(
+        TASK, paths.dataset, ckpt, boot, settings, timing, {**(extra or {}), **queries},
+        device=device,
+    )  # fmt: skip
     write_json(doc, out / "metrics.json")
     write_json(predictions, out / "predictions.json")
     write_rank_histogram(predictions, out / PLOTS / "rank_histogram.csv")

@@ -30,7 +30,6 @@ from medvill import metrics as M
 from medvill.data import text_block
 from medvill.tasks import retrieval as R
 from medvill.tasks.common import (
-    PLOTS,
     EvalSettings,
     FinetuneSettings,
     InferenceTimer,
@@ -38,13 +37,11 @@ from medvill.tasks.common import (
     load_image_file,
     load_model,
     make_loader,
-    metrics_document,
     model_device,
     resolve_image_paths,
     save_finetuned,
     stack,
     train_loop,
-    write_json,
 )
 from medvill.tokenizer import load_tokenizer
 from medvill.xvl.data import report_id
@@ -244,33 +241,9 @@ def evaluate(
             int(info["rerank_k"]), settings.batch_size, timer,
         )  # fmt: skip
         predictions[direction] = pred
-        stats = M.bootstrap(
-            R.compute_fn(pred),
-            len(pred["queries"]),
-            settings.bootstrap,
-            settings.seed,
-            settings.confidence,
-            settings.bootstrap_ci_resamples,
-        )
-        boot.update({f"{direction}/{name}": value for name, value in stats.items()})
+        boot.update(R.direction_stats(pred, direction, settings))
         timing[direction] = timer.ms_per_sample
-    doc = metrics_document(
-        TASK,
-        paths.dataset,
-        ckpt,
-        boot,
-        settings,
-        timing,
-        {
-            "model": "xvl",
-            "rerank_k": int(info["rerank_k"]),
-            "itc_only_mrr": itc_only,
-            "queries": {d: len(predictions[d]["queries"]) for d in R.DIRECTIONS},
-        },
-        device=model_device(model),
+    extra = {"model": "xvl", "rerank_k": int(info["rerank_k"]), "itc_only_mrr": itc_only}
+    return R.write_results(
+        paths, settings, ckpt, out, boot, timing, predictions, model_device(model), extra
     )
-    write_json(doc, out / "metrics.json")
-    write_json(predictions, out / "predictions.json")
-    R.write_rank_histogram(predictions, out / PLOTS / "rank_histogram.csv")
-    R.plot_ranks(predictions, out / PLOTS / "rank_histogram.png")
-    return doc
