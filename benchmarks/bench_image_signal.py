@@ -5,8 +5,9 @@
 
 Reads the shards of a prepared dataset (``medvill-prep all``; the images stage's 512² output
 and the label stage's 14 CheXpert values in each sample's ``json``) with its own decoder
-(Pillow, no medvill code), resizes to ``--size``², and trains a small CNN with BCE on the
-labels that are positive in the training split; no report text is ever read. Prints the test
+(Pillow, no medvill code: a bug in the model's loader cannot hide here), resizes to
+``--size``², and trains a small CNN with BCE on the labels that are positive in the training
+split; no report text is ever read. Prints the test
 split's micro and macro AUROC and each label's, beside the label-prior floor (each label's
 training prevalence as the score, medvill/chance.py).
 
@@ -32,22 +33,9 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Lesion",
-    "Lung Opacity",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+from pipeline.records import CHEXPERT_LABELS
+
+LABELS: tuple[str, ...] = CHEXPERT_LABELS
 
 
 def read_split(root: Path, dataset: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
