@@ -18,8 +18,9 @@ from transformers import AutoConfig, BertConfig, PretrainedConfig
 #: Attention mask schemes of the paper's Fig. 4 (plus the Bi&S2S mix). ``bar`` is MedViLL's.
 MASK_TYPES: tuple[str, ...] = ("bar", "bi", "s2s", "bi_s2s", "noncross")
 
-#: Channels of the last conv stage of each supported torchvision backbone.
-BACKBONE_CHANNELS: dict[str, int] = {"resnet50": 2048, "resnet18": 512}
+#: Channels of the last conv stage of each supported backbone: torchvision ResNets, and the
+#: small plain CNN of medvill/model/smallcnn.py (CPU learnability runs, no ImageNet weights).
+BACKBONE_CHANNELS: dict[str, int] = {"resnet50": 2048, "resnet18": 512, "small_cnn": 256}
 
 #: Hub commits the public text weights and vocabulary are loaded at. A Hub id names a moving
 #: branch; a commit does not, so a run next year reads the bytes this one did (and the
@@ -55,8 +56,9 @@ _BERT_FIELDS: tuple[str, ...] = (
 class MedViLLConfig(PretrainedConfig):
     """Configuration of the MedViLL joint image-report encoder.
 
-    Visual fields: ``backbone`` (torchvision ResNet name), ``image_size`` (square input side; the
-    feature grid is ``image_size // 32`` per side), ``num_sampled_visual`` (features kept per
+    Visual fields: ``backbone`` (torchvision ResNet name, or ``small_cnn``: medvill/model/
+    smallcnn.py), ``image_size`` (square input side; the feature grid is ``image_size // 32``
+    per side), ``num_sampled_visual`` (features kept per
     mini-batch in pretraining; all are used downstream), ``visual_position`` (``grid_index``: the
     shared BERT position table indexed by the row-major grid cell, as the original code;
     ``row_col``: separate learned row and column tables), ``freeze_stem`` (conv1/bn1/layer1

@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from medvill.config import MedViLLConfig
+from medvill.model.smallcnn import small_cnn_trunk
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ _TORCHVISION_WEIGHTS = {
 
 class VisualBackbone(nn.Module):
     """torchvision ResNet trunk (no pooling, no classifier): image → (B, grid², C) features.
+    ``backbone: small_cnn`` puts the plain CNN of :mod:`medvill.model.smallcnn` (same slots,
+    same stride, no ImageNet weights) in its place, for CPU learnability runs.
 
     The paper freezes conv1, bn1 and layer1 and trains layer2–4 (``freeze_stem``). With
     ``freeze_batchnorm`` every BatchNorm keeps its running statistics in training too, like
@@ -38,17 +41,20 @@ class VisualBackbone(nn.Module):
 
     def __init__(self, config: MedViLLConfig) -> None:
         super().__init__()
-        resnet = getattr(torchvision.models, config.backbone)(weights=None)
-        self.trunk = nn.Sequential(
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
-        )
+        if config.backbone == "small_cnn":
+            self.trunk = small_cnn_trunk()
+        else:
+            resnet = getattr(torchvision.models, config.backbone)(weights=None)
+            self.trunk = nn.Sequential(
+                resnet.conv1,
+                resnet.bn1,
+                resnet.relu,
+                resnet.maxpool,
+                resnet.layer1,
+                resnet.layer2,
+                resnet.layer3,
+                resnet.layer4,
+            )
         self.freeze_batchnorm = config.freeze_batchnorm
         self.freeze_stem = config.freeze_stem
         self.apply_freezing()
@@ -77,6 +83,9 @@ class VisualBackbone(nn.Module):
     def load_imagenet(self, backbone: str) -> bool:
         """Copy torchvision's ImageNet weights into the trunk; False (and a log line) when they
         cannot be had offline. Only the torch hub cache or a reachable download server is used."""
+        if backbone not in _TORCHVISION_WEIGHTS:
+            log.warning("%s has no ImageNet weights: random initialisation", backbone)
+            return False
         weights = torchvision.models.get_weight(_TORCHVISION_WEIGHTS[backbone])
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
         if not os.path.exists(cached) and not _host_reachable("download.pytorch.org"):

@@ -29,13 +29,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 DATASET = "synthetic"
 
-#: A model small enough to pretrain and fine-tune on 2 CPU cores in about two minutes.
+#: A model small enough to pretrain and fine-tune on 2 CPU cores in about a minute; the
+#: ``learn`` profile's plain CNN (a ResNet-18 here left the backbone too slow to train).
 TINY_MODEL = {
     "hidden_size": 64,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "intermediate_size": 128,
-    "backbone": "resnet18",
+    "backbone": "small_cnn",
     "image_size": 64,
     "num_sampled_visual": 4,
     "max_text_tokens": 48,
@@ -69,18 +70,19 @@ def project(tmp_path_factory) -> Path:
 def test_classification_learns_from_the_synthetic_corpus(project: Path) -> None:
     paths = TaskPaths(project, DATASET)
     settings = classification.ClassificationSettings(
-        seed=123, epochs=6, batch_size=16, lr=1e-3, warmup_ratio=0.1, train_backbone=False,
+        seed=123, epochs=10, batch_size=16, lr=1e-3, warmup_ratio=0.1, train_backbone=True,
         log_every_steps=1000, precision="fp32",
     )  # fmt: skip
     info = classification.finetune(paths, settings)
     doc = classification.evaluate(paths, EvalSettings(bootstrap=2, bootstrap_ci_resamples=2))
     metrics = doc["metrics"]
-    # Measured (seed 5, 240 images, 2 cores): macro 0.85, micro 0.72 on the test split. Macro
-    # is the one that needs the inputs (its floor is 0.5): micro-AUROC pools every (report,
-    # label) cell, and the label priors alone score 0.767 on this split (medvill/chance.py; the
-    # pos_weight BCE rebalances each label, which costs micro: 0.76 without it, macro 0.80).
-    assert metrics["macro_auroc"] >= 0.65, (info, metrics)
-    assert metrics["micro_auroc"] >= 0.65, (info, metrics)
+    # Measured (seed 5, 240 images, small_cnn at 64² trained end to end, 2 loaded cores):
+    # macro 0.78, micro 0.78 on the test split (with a frozen ResNet-18: macro 0.85, micro
+    # 0.72). Macro is the one that needs the inputs (its floor is 0.5): micro-AUROC pools every
+    # (report, label) cell, and the label priors alone score 0.767 on this split
+    # (medvill/chance.py). The 800-image run of bench_learning.py reaches micro 0.96.
+    assert metrics["macro_auroc"] >= 0.68, (info, metrics)
+    assert metrics["micro_auroc"] >= 0.68, (info, metrics)
 
 
 def test_pretraining_loss_falls(project: Path) -> None:
