@@ -38,6 +38,17 @@ _KINDS: dict[str, tuple[str, str]] = {
         "(ConVIRT, CLIP or LoVT objective; see config.json's objective)",
         "feature-extraction",
     ),
+    "contrastive_retrieval": (
+        "Dual image and report encoders fine-tuned for image-report retrieval with their "
+        "own contrastive loss (`medvill finetune-zoo`; see config.json's objective)",
+        "feature-extraction",
+    ),
+    "xvl_pretraining": (
+        "Medical X-VL (ViT image encoder, BERT text and cross-attention fusion layers) "
+        "pretrained with image-report contrast against a momentum queue, image-report "
+        "matching on hard negatives and masked language modelling with momentum distillation",
+        "feature-extraction",
+    ),
     "classification": (
         "MedViLL fine-tuned for multi-label diagnosis classification of the 14 CheXpert "
         "observations from an image-report pair",
@@ -87,7 +98,24 @@ _TASK_DATA: dict[str, str] = {
     "xvl_retrieval": "`Train.jsonl` image-report pairs (contrast in the batch, matching "
     "negatives mined from it)",
     "xvl_vqa": "the VQA `trainset.json` question-answer pairs and their images",
+    "contrastive_retrieval": "the `train` split of the WebDataset shards (image + whole report)",
 }
+
+#: The model family a checkpoint kind belongs to, for the card's title.
+_FAMILY_TITLES: dict[str, str] = {
+    "contrastive_pretraining": "Contrastive dual encoder",
+    "contrastive_retrieval": "Contrastive dual encoder",
+}
+
+
+def card_title(kind: str, dataset: str) -> str:
+    """``<family> <what> — <dataset>``: X-VL and contrastive checkpoints are not MedViLL's."""
+    if kind.startswith("xvl_"):
+        return f"Medical X-VL {kind.removeprefix('xvl_')} — {dataset}"
+    if kind in _FAMILY_TITLES:
+        what = kind.removeprefix("contrastive_")
+        return f"{_FAMILY_TITLES[kind]} {what} — {dataset}"
+    return f"MedViLL {kind} — {dataset}"
 
 
 @dataclass(frozen=True)
@@ -283,7 +311,7 @@ def build_model_card(facts: CardFacts) -> str:
         front["license_name"] = "see-model-card"
     if facts.base_model:
         front["base_model"] = facts.base_model
-    title = f"MedViLL {facts.kind} — {facts.dataset}"
+    title = card_title(facts.kind, facts.dataset)
     if facts.step is not None:
         title += f" (intermediate checkpoint, step {facts.step})"
     parts = [
@@ -378,13 +406,21 @@ def _data_section(facts: CardFacts, licence: DataLicence) -> str:
     return "\n".join(lines)
 
 
+def _metrics_where(kind: str, dataset: str) -> str:
+    """Where a checkpoint's test results appear, per family's evaluation command."""
+    if kind.endswith("pretraining"):
+        return "`metrics.csv` beside the checkpoints"
+    if kind.startswith("xvl_"):
+        task = kind.removeprefix("xvl_")
+        return f"`reports/{dataset}/xvl/{task}/metrics.json` after `medvill evaluate --model xvl`"
+    if kind == "contrastive_retrieval":
+        return f"`reports/{dataset}/zoo-<model>/metrics.json` after `medvill evaluate-zoo`"
+    return f"`reports/{dataset}/{kind}/metrics.json` after `medvill evaluate`"
+
+
 def _metrics_section(facts: CardFacts) -> str:
     if not facts.metrics:
-        where = (
-            "`metrics.csv` beside the checkpoints"
-            if facts.kind == "pretraining"
-            else f"`reports/{facts.dataset}/{facts.kind}/metrics.json` after `medvill evaluate`"
-        )
+        where = _metrics_where(facts.kind, facts.dataset)
         return f"## Metrics\n\nNone recorded at save time; see {where}."
     flat = {
         k: v

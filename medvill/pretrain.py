@@ -151,6 +151,8 @@ class Start:
 
     checkpoint: Path
     config_changes: dict[str, Any] = field(default_factory=dict)
+    #: the model card's kind of the result (``medvill.modelcard``)
+    card_kind: str = "contrastive_retrieval"
 
 
 def pretrain_folder(family: str) -> str:
@@ -383,7 +385,8 @@ def _run(
         for name, value in start.config_changes.items():
             setattr(model.config, name, value)
         config = model.config
-    card = checkpoint_facts(family.card_kind, model, paths.index, asdict(settings),
+    kind = family.card_kind if start is None else start.card_kind
+    card = checkpoint_facts(kind, model, paths.index, asdict(settings),
                             initialised_from=origin, base_model=bert_hub_id(origin))  # fmt: skip
     model.to(ddp.device)
     if ddp.device.type == "cuda":

@@ -29,6 +29,7 @@ class XVLFamily(PretrainFamily):
 
     name: ClassVar[str] = "xvl"
     title: ClassVar[str] = "Medical X-VL"
+    card_kind: ClassVar[str] = "xvl_pretraining"
     model_class = XVLForPretraining
     loss_names: ClassVar[tuple[str, ...]] = ("itc_loss", "itm_loss", "mlm_loss")
     extra_metrics: ClassVar[tuple[str, ...]] = ("itm_accuracy", "alpha", "noisy_fraction")

@@ -198,3 +198,29 @@ def test_a_task_checkpoint_saved_without_paths_reads_its_dataset_off_the_folder_
     assert '"mask": "s2s"' in card and "pretraining checkpoint models/openi/pretrain/final" in card
     assert "Sample counts: unknown" in card  # no shard index under tmp_path/data
     assert yaml.safe_load(card.split("---\n")[1])["pipeline_tag"] == "image-to-text"
+
+
+def test_model_card_names_the_family_of_x_vl_and_contrastive_checkpoints() -> None:
+    """Another family's checkpoint is not described as MedViLL's, and its card says where that
+    family's evaluation writes the test results."""
+    xvl = build_model_card(facts(kind="xvl_classification", dataset="openi", metrics={}))
+    assert "# Medical X-VL classification — openi" in xvl and "# MedViLL" not in xvl
+    assert "reports/openi/xvl/classification/metrics.json" in xvl
+    pre = build_model_card(facts(kind="xvl_pretraining", dataset="openi", metrics={}))
+    assert "# Medical X-VL pretraining — openi" in pre and "momentum queue" in pre
+    tuned = build_model_card(facts(kind="contrastive_retrieval", dataset="openi", metrics={}))
+    assert "# Contrastive dual encoder retrieval — openi" in tuned
+    assert "medvill finetune-zoo" in tuned and "reports/openi/zoo-<model>" in tuned
+    medvill = build_model_card(facts(kind="classification", dataset="openi", metrics={}))
+    assert "# MedViLL classification — openi" in medvill
+    assert "reports/openi/classification/metrics.json" in medvill
+
+
+def test_each_family_saves_its_own_card_kind() -> None:
+    from medvill.families import get_family
+    from medvill.pretrain import Start
+
+    assert get_family("xvl").card_kind == "xvl_pretraining"
+    assert get_family("lovt").card_kind == "contrastive_pretraining"
+    assert get_family("medvill").card_kind == "pretraining"
+    assert Start(Path("ckpt")).card_kind == "contrastive_retrieval"
