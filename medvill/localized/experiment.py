@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -149,22 +150,42 @@ def train_detection(
         resnet, stage_channels(backbone), len(classes), settings.image_size,
         settings.fpn_channels, settings.proposals,
     )  # fmt: skip
-    freeze_trunk(trunk, variant)
     device = task_device()
-    model.to(device)
+
+    def loss_of(chosen: list[LocalizedSample]) -> torch.Tensor:
+        losses = model(
+            list(input_batch(chosen, device)), _detection_targets(chosen, classes, device)
+        )
+        return sum(losses.values())
+
+    return _fit(model, trunk, variant, train, subset, settings, seed, loss_of, "detection")
+
+
+def _fit(
+    model: torch.nn.Module,
+    trunk: torch.nn.Module,
+    variant: str,
+    train: list[LocalizedSample],
+    subset: np.ndarray,
+    settings: LocalizedSettings,
+    seed: int,
+    loss_of: Callable[[list[LocalizedSample]], torch.Tensor],
+    task: str,
+) -> torch.nn.Module:
+    """AdamW over the trainable parameters for ``settings.steps`` batches of ``subset``; the
+    trunk stays frozen (and in eval mode) for the ``frozen`` variant. Shared by both tasks."""
+    freeze_trunk(trunk, variant)
+    model.to(task_device())
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     for step, batch in enumerate(batches(subset, settings.batch_size, settings.steps, seed)):
         set_training(model, trunk, variant)
-        chosen = [train[i] for i in batch]
-        images = list(input_batch(chosen, device))
-        losses = model(images, _detection_targets(chosen, classes, device))
-        loss = sum(losses.values())
+        loss = loss_of([train[i] for i in batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step == 0 or (step + 1) % 50 == 0:
-            log.debug("detection step %d loss %.4f", step + 1, float(loss.detach()))
+            log.debug("%s step %d loss %.4f", task, step + 1, float(loss.detach()))
     return model
 
 
@@ -206,23 +227,13 @@ def train_segmentation(
 ) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = FPNSegmenter(resnet, stage_channels(backbone), settings.fpn_channels)
-    freeze_trunk(model.body, variant)
     device = task_device()
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    for step, batch in enumerate(batches(subset, settings.batch_size, settings.steps, seed)):
-        set_training(model, model.body, variant)
-        chosen = [train[i] for i in batch]
-        images = input_batch(chosen, device)
+
+    def loss_of(chosen: list[LocalizedSample]) -> torch.Tensor:
         target = torch.from_numpy(np.stack([s.mask for s in chosen])).to(device)
-        loss = segmentation_loss(model(images), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step == 0 or (step + 1) % 50 == 0:
-            log.debug("segmentation step %d loss %.4f", step + 1, float(loss.detach()))
-    return model
+        return segmentation_loss(model(input_batch(chosen, device)), target)
+
+    return _fit(model, model.body, variant, train, subset, settings, seed, loss_of, "segmentation")
 
 
 @torch.no_grad()
