@@ -137,19 +137,25 @@ class VqaFiles:
         return cls(entries, targets, images, answers)
 
 
+def answer_head(config: Any) -> nn.Sequential:
+    """The answer classifier of every family's VQA model: hidden → 2·hidden → ReLU → dropout →
+    ``config.num_labels`` answer logits (MedViLL's head; X-VL uses the same)."""
+    hidden = config.hidden_size
+    return nn.Sequential(
+        nn.Linear(hidden, 2 * hidden),
+        nn.ReLU(),
+        nn.Dropout(config.hidden_dropout_prob),
+        nn.Linear(2 * hidden, config.num_labels),
+    )
+
+
 class MedViLLForVQA(MedViLLPreTrainedModel):
     """Encoder + MLP on h[CLS] ⊙ h[visual SEP] with ``config.num_labels`` answers."""
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.medvill = MedViLLModel(config)
-        hidden = config.hidden_size
-        self.vqa_head = nn.Sequential(
-            nn.Linear(hidden, 2 * hidden),
-            nn.ReLU(),
-            nn.Dropout(config.hidden_dropout_prob),
-            nn.Linear(2 * hidden, config.num_labels),
-        )
+        self.vqa_head = answer_head(config)
         self.post_init()
 
     def forward(

@@ -49,13 +49,7 @@ class XVLForVQA(XVLPreTrainedModel):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.xvl = XVLModel(config)
-        hidden = config.hidden_size
-        self.vqa_head = nn.Sequential(
-            nn.Linear(hidden, 2 * hidden),
-            nn.ReLU(),
-            nn.Dropout(config.hidden_dropout_prob),
-            nn.Linear(2 * hidden, config.num_labels),
-        )
+        self.vqa_head = V.answer_head(config)
         self.post_init()
 
     def forward(
