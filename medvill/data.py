@@ -567,16 +567,28 @@ class PretrainShards(IterableDataset):
                 log.info("rank %d worker %d epoch %d: %s: %d samples", self.rank, logical,
                          self.epoch, name, counters[name])  # fmt: skip
 
-    def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
-        s = self.settings
+    def _open(self, sample: dict[str, Any]) -> tuple[str, str, np.random.Generator, str]:
+        """(key, image member, this sample's RNG for the epoch, report text) of a shard
+        sample, whose members are checked first (every family's loader reads them alike)."""
         key = sample["__key__"]
         image_member = next((m for m in IMAGE_MEMBERS if m in sample), None)
         if image_member is None or "txt" not in sample:
             raise ValueError(f"sample {key} lacks an image (jpg/png) or txt member")
         if "json" in sample:
             json.loads(sample["json"])  # validates the metadata member; never unpickled
-        rng = sample_rng(s.seed, self.epoch, key)
-        text = sample["txt"].decode("utf-8")
+        rng = sample_rng(self.settings.seed, self.epoch, key)
+        return key, image_member, rng, sample["txt"].decode("utf-8")
+
+    def _text_block(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The report's WordPiece ids in the spec's text block, and which slots are words."""
+        tokens = self.tokenizer(
+            text, add_special_tokens=False, truncation=True, max_length=self.spec.max_tokens
+        )["input_ids"]
+        return text_block(tokens, self.spec)
+
+    def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
+        s = self.settings
+        key, image_member, rng, text = self._open(sample)
         matched = 1
         draw = rng.random()
         if self.negatives is not None:
@@ -587,10 +599,7 @@ class PretrainShards(IterableDataset):
                 if negative is not None:
                     text = self.negatives.texts[negative]
                     matched = 0
-        tokens = self.tokenizer(
-            text, add_special_tokens=False, truncation=True, max_length=self.spec.max_tokens
-        )["input_ids"]
-        ids, valid = text_block(tokens, self.spec)
+        ids, valid = self._text_block(text)
         inputs, labels = mask_tokens(ids, valid, self.spec, rng, s.mlm_probability)
         # The worker stops at the 8-bit pixels and the crop box; the float work runs on the
         # training device (medvill/imagebatch.py), in the order the RNG was always drawn.

@@ -11,7 +11,6 @@ overlap of every pair (near-duplicate reports are not mined as negatives).
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
@@ -19,13 +18,10 @@ import numpy as np
 import torch
 
 from medvill.data import (
-    IMAGE_MEMBERS,
     PretrainShards,
     TextSpec,
     decode_image,
     mask_tokens,
-    sample_rng,
-    text_block,
     text_spec_for,
 )
 from medvill.xvl.objectives import sentence_overlap
@@ -48,18 +44,8 @@ class XVLShards(PretrainShards):
 
     def _process(self, sample: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
         s = self.settings
-        key = sample["__key__"]
-        image_member = next((m for m in IMAGE_MEMBERS if m in sample), None)
-        if image_member is None or "txt" not in sample:
-            raise ValueError(f"sample {key} lacks an image (jpg/png) or txt member")
-        if "json" in sample:
-            json.loads(sample["json"])  # validates the metadata member; never unpickled
-        rng = sample_rng(s.seed, self.epoch, key)
-        text = sample["txt"].decode("utf-8")
-        tokens = self.tokenizer(
-            text, add_special_tokens=False, truncation=True, max_length=self.spec.max_tokens
-        )["input_ids"]
-        ids, valid = text_block(tokens, self.spec)
+        key, image_member, rng, text = self._open(sample)
+        ids, valid = self._text_block(text)
         mlm_ids, mlm_labels = mask_tokens(ids, valid, self.spec, rng, s.mlm_probability)
         image = decode_image(
             sample[image_member], s.image_size, rng if s.augment else None, s.crop_scale,
