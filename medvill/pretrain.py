@@ -150,9 +150,10 @@ class Start:
     (``save_pretrained``) and the config fields it changes (e.g. the text view)."""
 
     checkpoint: Path
+    #: the model card's kind of the result (``medvill.modelcard``): the caller knows what
+    #: the fine-tuning makes of the model
+    card_kind: str
     config_changes: dict[str, Any] = field(default_factory=dict)
-    #: the model card's kind of the result (``medvill.modelcard``)
-    card_kind: str = "contrastive_retrieval"
 
 
 def pretrain_folder(family: str) -> str:

@@ -87,7 +87,7 @@ def finetune(
     )
     return pretrain(
         finetune_profile(profile), paths, resume=resume, show_progress=show_progress,
-        model=family, start=Start(checkpoint, config_changes(profile)),
+        model=family, start=Start(checkpoint, "contrastive_retrieval", config_changes(profile)),
     )  # fmt: skip
 
 

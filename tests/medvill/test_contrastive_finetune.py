@@ -63,6 +63,8 @@ def test_finetuning_continues_the_pretrained_model_and_scores_the_zero_shot_bloc
     assert all(torch.equal(before[k], after[k]) for k in before)
     config = json.loads((tuned / "final" / "config.json").read_text())
     assert config["text_input"] == "report"  # ConVIRT pretrains on one random sentence
+    card = (tuned / "final" / "README.md").read_text()
+    assert "# Contrastive dual encoder retrieval — tiny" in card  # not "pretraining"
     doc = evaluate("convirt", paths, settings, finetuned=tuned / "final")
     predictions = json.loads(
         (paths.root / "reports" / "tiny" / "zoo-convirt" / "predictions.json").read_text()

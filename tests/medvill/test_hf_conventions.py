@@ -218,9 +218,7 @@ def test_model_card_names_the_family_of_x_vl_and_contrastive_checkpoints() -> No
 
 def test_each_family_saves_its_own_card_kind() -> None:
     from medvill.families import get_family
-    from medvill.pretrain import Start
 
     assert get_family("xvl").card_kind == "xvl_pretraining"
     assert get_family("lovt").card_kind == "contrastive_pretraining"
     assert get_family("medvill").card_kind == "pretraining"
-    assert Start(Path("ckpt")).card_kind == "contrastive_retrieval"
