@@ -107,7 +107,7 @@ def chance_levels(
     folder the pipeline ran in)."""
     from medvill import chance
     from medvill.metrics import vqa_accuracy
-    from medvill.tasks.retrieval import DIRECTIONS, read_blocks
+    from medvill.tasks.retrieval import DIRECTIONS, query_blocks
     from medvill.tasks.vqa import VqaFiles, clean_question
     from pipeline.taskfiles.common import FILE_SPLIT
     from pipeline.taskfiles.jsonl import read_task_file
@@ -116,8 +116,9 @@ def chance_levels(
     floors: dict[str, float] = {}
     for direction, prefix in DIRECTIONS.items():
         path = pairs / f"{prefix}_Label_{FILE_SPLIT[split]}.jsonl"
-        aligned = [int(row["is_aligned"][0]) for row in read_task_file(path)]
-        blocks = [[aligned[i] for i in block] for block in read_blocks(path, direction)]
+        rows = read_task_file(path)
+        aligned = [int(row["is_aligned"][0]) for row in rows]
+        blocks = [[aligned[i] for i in block] for block in query_blocks(rows, direction)]
         floors[f"{direction}_mrr"] = chance.retrieval_chance_mrr(blocks)
     train = chance.label_matrix(r["label"] for r in read_task_file(pairs / "Train.jsonl"))
     test = chance.label_matrix(

@@ -178,10 +178,9 @@ def zero_shot_retrieval(
             for p, r in zip(images, rows, strict=True)
         ])  # fmt: skip
         labels = [int(row["is_aligned"][0]) for row in rows]
-        blocks = retrieval.read_blocks(path, direction)
-        query_key = "id" if prefix == "I2T" else "T_id"
+        blocks = retrieval.query_blocks(rows, direction)
         pred = {
-            "queries": [rows[b[0]][query_key] for b in blocks],
+            "queries": [rows[b[0]][retrieval.query_key(direction)] for b in blocks],
             "scores": [scores[b].tolist() for b in blocks],
             "relevant": [[labels[i] for i in b] for b in blocks],
         }

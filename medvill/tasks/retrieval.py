@@ -180,11 +180,16 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def read_blocks(path: Path, direction: str) -> list[list[int]]:
-    """Line indices of each query block: consecutive lines sharing the query id (the image's
-    ``id`` for I2T, the report's ``T_id`` for T2I)."""
-    rows = read_task_file(path)
-    key = "id" if DIRECTIONS[direction] == "I2T" else "T_id"
+def query_key(direction: str) -> str:
+    """The task-file field naming a block's query: the image's ``id`` for I2T, the report's
+    ``T_id`` for T2I."""
+    return "id" if DIRECTIONS[direction] == "I2T" else "T_id"
+
+
+def query_blocks(rows: list[dict[str, Any]], direction: str) -> list[list[int]]:
+    """Line indices of each query block of a task file's ``rows``: consecutive lines sharing
+    the query id (the rows are already read: the file is not opened again)."""
+    key = query_key(direction)
     blocks: list[list[int]] = []
     for i, row in enumerate(rows):
         if blocks and rows[blocks[-1][0]][key] == row[key]:
@@ -299,10 +304,9 @@ def evaluate(
         )
         timer = InferenceTimer(model)
         scores = score_pairs(model, data, settings.batch_size, info["mask"], timer)
-        blocks = read_blocks(path, direction)
-        query_key = "id" if prefix == "I2T" else "T_id"
+        blocks = query_blocks(rows, direction)
         pred = {
-            "queries": [rows[b[0]][query_key] for b in blocks],
+            "queries": [rows[b[0]][query_key(direction)] for b in blocks],
             "scores": [scores[b].tolist() for b in blocks],
             "relevant": [[labels[i] for i in b] for b in blocks],
         }

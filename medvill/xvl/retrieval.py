@@ -20,21 +20,8 @@ import torch
 
 from medvill.data import decode_image
 from medvill.metrics import retrieval_metrics, score_query
+from medvill.tasks.retrieval import DIRECTIONS, query_blocks
 from medvill.xvl.model import XVLModel
-
-#: Task-file prefix of each direction.
-DIRECTIONS: dict[str, str] = {"i2r": "I2T", "r2i": "T2I"}
-
-
-def _blocks(rows: list[dict[str, Any]], key: str) -> list[list[int]]:
-    """Consecutive lines sharing the query id form one block."""
-    blocks: list[list[int]] = []
-    for i, row in enumerate(rows):
-        if blocks and rows[blocks[-1][0]][key] == row[key]:
-            blocks[-1].append(i)
-        else:
-            blocks.append([i])
-    return blocks
 
 
 class PairFeatures:
@@ -159,7 +146,7 @@ def zero_shot_retrieval(
         images = resolve_image_paths(rows, Path(root), path)
         relevant = np.array([int(row["is_aligned"][0]) for row in rows], dtype=bool)
         itc, itm = pair_scores(model, tokenizer, images, [r["text"] for r in rows])
-        blocks = _blocks(rows, "id" if prefix == "I2T" else "T_id")
+        blocks = query_blocks(rows, direction)
         for name, scores in (("itc", itc), ("itm", itm)):
             results = [score_query(scores[b], relevant[b]) for b in blocks]
             doc["metrics"][f"{direction}_{name}"] = retrieval_metrics(results)

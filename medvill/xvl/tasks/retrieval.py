@@ -195,21 +195,20 @@ def score_blocks(
         raise ValueError(f"{path} has no candidate lines")
     images = resolve_image_paths(rows, image_root, path)
     labels = [int(row["is_aligned"][0]) for row in rows]
-    blocks = R.read_blocks(path, direction)
+    blocks = R.query_blocks(rows, direction)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         features = PairFeatures(model, tokenizer, images, [r["text"] for r in rows], batch_size)
         return rerank(features, blocks, k), features.itc()
 
     scores, itc = timer.time(run, len(rows))
-    query_key = "id" if R.DIRECTIONS[direction] == "I2T" else "T_id"
     relevant = [[labels[i] for i in b] for b in blocks]
     itc_only = M.retrieval_metrics(
         [M.score_query(itc[b], np.asarray(r, dtype=bool)) for b, r in zip(blocks, relevant,
                                                                           strict=True)]
     )["mrr"]  # fmt: skip
     pred = {
-        "queries": [rows[b[0]][query_key] for b in blocks],
+        "queries": [rows[b[0]][R.query_key(direction)] for b in blocks],
         "scores": [scores[b].tolist() for b in blocks],
         "relevant": relevant,
     }
