@@ -38,7 +38,6 @@ from medvill import metrics as M
 from medvill.contrastive.data import ReportLayout, report_tokens
 from medvill.contrastive.model import ContrastiveModel
 from medvill.data import IMAGE_MEMBERS, SAMPLE_MEMBERS, decode_image, log_and_continue, read_index
-from medvill.device import default_device
 from medvill.shardreader import MemberReader, sample_refs
 from medvill.tasks import classification, retrieval
 from medvill.tasks.common import (
@@ -47,8 +46,10 @@ from medvill.tasks.common import (
     TaskPaths,
     load_image_file,
     metrics_document,
+    model_device,
     require_checkpoint,
     resolve_image_paths,
+    task_device,
     write_json,
 )
 from medvill.tokenizer import load_tokenizer
@@ -81,7 +82,7 @@ class Encoder:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         #: inputs go to the model's device (a GPU when evaluate() found one); embeddings come
         #: back to the CPU, where the candidate blocks are scored
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         config = model.config
         self.layout = ReportLayout(
             max_tokens=config.max_text_tokens, max_sentences=config.max_sentences,
@@ -218,7 +219,7 @@ def image_features(
     targets: list[np.ndarray] = []
     valid: list[np.ndarray] = []
     pending: list[torch.Tensor] = []
-    device = next(model.parameters()).device
+    device = model_device(model)
 
     def flush() -> None:
         if pending:
@@ -303,7 +304,7 @@ def evaluate(
         checkpoint or default,
         f"run `medvill pretrain --model {family} --dataset {paths.dataset}` first",
     )
-    device = default_device()
+    device = task_device()
     model = load_family_model(ckpt, family, device)
     out = Path(out or paths.root / "reports" / paths.dataset / zoo_folder(family))
     encoder = Encoder(model, load_tokenizer(ckpt), settings.batch_size)
