@@ -89,6 +89,9 @@ class TrainSettings:
     max_steps: int = 0  # 0 = run all epochs
     text_weights: str = "bert-base-uncased"  # local dir or hub id; "" = random init
     imagenet: bool = True  # torchvision ImageNet weights for the backbone when obtainable
+    # MedViLL: a local checkpoint the image CNN starts from instead (one of our checkpoint
+    # folders or a torchvision ResNet state dict; medvill/model/cnn_weights.py); "" = none.
+    cnn_weights: str = ""
     # X-VL (--model xvl): a local ViT-S/16 self-supervised ImageNet checkpoint file (iBOT /
     # DINO, .pth or .safetensors) and the key its weights sit under ("" tries the usual ones).
     vit_weights: str = ""
@@ -616,7 +619,7 @@ def check_initialisation(
             f"text encoder weights {settings.text_weights!r} (put a local copy in the Hugging "
             "Face cache or give train.text_weights a local directory)"
         )
-    if settings.imagenet and origin["visual"] != "imagenet":
+    if settings.imagenet and origin["visual"] == "random":
         missing.append(visual_hint)
     if missing:  # FileNotFoundError: the CLI reports it as a user error, without a traceback
         raise FileNotFoundError(

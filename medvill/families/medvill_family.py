@@ -31,6 +31,7 @@ class MedViLLFamily(PretrainFamily):
     model_class = MedViLLForPretraining
     loss_names: ClassVar[tuple[str, ...]] = ("mlm_loss", "irm_loss")
     extra_metrics: ClassVar[tuple[str, ...]] = ("irm_accuracy",)
+    _cnn_weights: str = ""  # train.cnn_weights of the profile build_config last read
 
     @property
     def stat_names(self) -> tuple[str, ...]:
@@ -39,6 +40,8 @@ class MedViLLFamily(PretrainFamily):
     def build_config(
         self, profile: dict[str, Any], tokenizer: Any, overrides: dict[str, Any]
     ) -> MedViLLConfig:
+        # the CNN file is a train setting; remembered here for load_public_weights
+        self._cnn_weights = str(profile.get("train", {}).get("cnn_weights", ""))
         model_fields = dict(profile.get("model", {}))
         if overrides.get("mask_type"):
             model_fields["attention_mask_type"] = overrides["mask_type"]
@@ -47,7 +50,9 @@ class MedViLLFamily(PretrainFamily):
     def load_public_weights(
         self, model: torch.nn.Module, text_weights: str, imagenet: bool
     ) -> dict[str, str]:
-        return load_pretrained_parts(model, text_weights, imagenet)  # type: ignore[arg-type]
+        return load_pretrained_parts(  # type: ignore[arg-type]
+            model, text_weights, imagenet, self._cnn_weights
+        )
 
     def prepare(self, model: torch.nn.Module, settings: Any, device: torch.device) -> None:
         model.medvill.set_attention_backend(settings.attention_backend)

@@ -23,16 +23,15 @@ from safetensors import safe_open
 from torch import nn
 
 from medvill.config import BACKBONE_CHANNELS
+from medvill.model.cnn_weights import TORCHVISION_SLOTS, TRUNK_MARK
 from medvill.model.embeddings import _TORCHVISION_WEIGHTS
 
 log = logging.getLogger(__name__)
 
 INITS: tuple[str, ...] = ("pretrained", "imagenet", "random")
 #: VisualBackbone.trunk's indices → torchvision ResNet attribute names.
-TRUNK_NAMES: dict[str, str] = {
-    "0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4",
-}  # fmt: skip
-_TRUNK_MARK = "visual_backbone.trunk."
+TRUNK_NAMES: dict[str, str] = {slot: name for name, slot in TORCHVISION_SLOTS.items()}
+_TRUNK_MARK = TRUNK_MARK
 
 
 def stage_channels(backbone: str) -> list[int]:

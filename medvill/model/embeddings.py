@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from medvill.config import MedViLLConfig
+from medvill.model.cnn_weights import trunk_state
 from medvill.model.smallcnn import small_cnn_trunk
 
 log = logging.getLogger(__name__)
@@ -100,14 +101,8 @@ class VisualBackbone(nn.Module):
         except Exception as error:  # network errors come in many types; any means "no weights"
             log.warning("could not load ImageNet weights for %s (%s): random init", backbone, error)
             return False
-        # torchvision names → ``self.trunk`` indices (relu/maxpool hold no weights; fc dropped)
-        slots = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
-        mapped = {
-            f"{slots[key.split('.')[0]]}{key[key.index('.') :]}": value
-            for key, value in state.items()
-            if key.split(".")[0] in slots
-        }
-        self.trunk.load_state_dict(mapped, strict=True)
+        # torchvision names → ``self.trunk`` indices (fc dropped)
+        self.trunk.load_state_dict(trunk_state(state), strict=True)
         log.info("visual backbone: ImageNet weights %s loaded", weights)
         return True
 

@@ -25,6 +25,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertLMPredict
 from transformers.utils import ModelOutput
 
 from medvill.config import MedViLLConfig, hub_source
+from medvill.model.cnn_weights import load_cnn_weights
 from medvill.model.embeddings import VisualBackbone, VisualProjection, _host_reachable, joint_inputs
 from medvill.model.encoder import encode, resolve_attention_backend
 from medvill.model.flex import FLEX_IMPLEMENTATION
@@ -266,7 +267,7 @@ AutoModelForPreTraining.register(MedViLLConfig, MedViLLForPretraining, exist_ok=
 
 
 def load_pretrained_parts(
-    model: MedViLLForPretraining, text_weights: str, imagenet: bool
+    model: MedViLLForPretraining, text_weights: str, imagenet: bool, cnn_weights: str = ""
 ) -> dict[str, str]:
     """Initialise from public weights where available; returns what each part started from.
 
@@ -276,7 +277,9 @@ def load_pretrained_parts(
     hub is tried only when reachable, else only the local cache; weights that cannot be had
     fall back to random initialisation with a log line saying so. Word embeddings and the MLM
     output bias are copied only when the vocabulary sizes agree (a vocabulary trained offline
-    on the reports does not share ids with BERT's).
+    on the reports does not share ids with BERT's). ``cnn_weights`` (a local checkpoint,
+    :mod:`medvill.model.cnn_weights`) starts the image CNN instead of ImageNet; unlike the
+    public weights it is never skipped: a missing or non-fitting file is an error.
     """
     origin = {"text": "random", "visual": "random"}
     if text_weights:
@@ -311,7 +314,13 @@ def load_pretrained_parts(
             log.info("text encoder initialised from %s (%d tensors)", text_weights, len(copy))
     else:
         log.info("text encoder: random initialisation (no text_weights configured)")
-    if imagenet and model.medvill.visual_backbone.load_imagenet(model.config.backbone):
+    backbone = model.medvill.visual_backbone
+    if cnn_weights:
+        count = load_cnn_weights(backbone.trunk, cnn_weights)
+        backbone.apply_freezing()
+        origin["visual"] = f"{cnn_weights} ({count} tensors)"
+        log.info("visual backbone initialised from %s (%d tensors)", cnn_weights, count)
+    elif imagenet and backbone.load_imagenet(model.config.backbone):
         origin["visual"] = "imagenet"
     elif not imagenet:
         log.info("visual backbone: random initialisation (imagenet disabled)")
