@@ -22,6 +22,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "attention_probs_dropout_prob", "max_position_embeddings", "max_text_tokens", "embed_dim",
     "queue_size", "momentum", "initial_temperature", "distill_alpha",
     "negative_similarity_threshold", "colearning", "colearning_threshold",
+    "initializer_range", "vision_initializer_range", "itm_balanced",
 )  # fmt: skip
 
 
@@ -45,6 +46,15 @@ class XVLConfig(PretrainedConfig):
     reports/images its own beats in the teacher's similarity — is below
     ``colearning_threshold`` is treated as possibly mismatched: its contrastive and matching
     targets become the teacher's predictions (pseudo-targets) instead of "this is a pair".
+    Initialisation of the layers trained from scratch: ``initializer_range`` is the std of
+    BERT's normal init of the text/fusion layers, embeddings, projections and heads (BERT's
+    0.02 suits width 768; at width 96 it leaves the report's [CLS] blind to its words, the
+    ``learn`` profile's reason for 0.2, docs/xvl.md §6); ``vision_initializer_range`` > 0
+    re-draws the ViT's linear weights from a truncated normal of that std (0 keeps timm's
+    0.02). Both are overwritten by pretrained weights when those are loaded.
+    ``itm_balanced``: matching weighs its positives and its mined negatives equally (the mean
+    of the two classes' losses) instead of 1 : 2 as mined, so "never matched" is no longer the
+    loss's cheapest answer.
     """
 
     model_type = "xvl"
@@ -79,6 +89,8 @@ class XVLConfig(PretrainedConfig):
         negative_similarity_threshold: float = 0.9,
         colearning: bool = False,
         colearning_threshold: float = 0.5,
+        vision_initializer_range: float = 0.0,
+        itm_balanced: bool = False,
         pad_token_id: int = 0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
@@ -114,6 +126,8 @@ class XVLConfig(PretrainedConfig):
         self.negative_similarity_threshold = negative_similarity_threshold
         self.colearning = colearning
         self.colearning_threshold = colearning_threshold
+        self.vision_initializer_range = vision_initializer_range
+        self.itm_balanced = itm_balanced
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
         self.mask_token_id = mask_token_id
@@ -153,6 +167,13 @@ class XVLConfig(PretrainedConfig):
         if not 0.0 <= self.colearning_threshold <= 1.0:
             problems.append(
                 f"colearning_threshold must be in [0, 1], got {self.colearning_threshold}"
+            )
+        if self.initializer_range <= 0:
+            problems.append(f"initializer_range must be > 0, got {self.initializer_range}")
+        if self.vision_initializer_range < 0:
+            problems.append(
+                f"vision_initializer_range must be ≥ 0 (0 = timm's init), got "
+                f"{self.vision_initializer_range}"
             )
         if problems:
             raise ValueError("XVL config: " + "; ".join(problems))

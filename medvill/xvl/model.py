@@ -41,8 +41,10 @@ from medvill.xvl.objectives import (
 
 
 def build_vit(config: XVLConfig) -> VisionTransformer:
-    """The timm ViT of the config, without classifier or pooling: it returns every token."""
-    return VisionTransformer(
+    """The timm ViT of the config, without classifier or pooling: it returns every token.
+    With ``config.vision_initializer_range`` > 0 its linear weights are re-drawn at that std
+    (:func:`init_vit_linears`): timm's 0.02 is tuned for widths of several hundred."""
+    vit = VisionTransformer(
         img_size=config.image_size,
         patch_size=config.patch_size,
         embed_dim=config.vision_width,
@@ -54,11 +56,30 @@ def build_vit(config: XVLConfig) -> VisionTransformer:
         global_pool="",
         drop_path_rate=config.vision_drop_path,
     )
+    std = float(getattr(config, "vision_initializer_range", 0.0) or 0.0)
+    if std > 0:
+        init_vit_linears(vit, std)
+    return vit
+
+
+@torch.no_grad()
+def init_vit_linears(vit: nn.Module, std: float) -> None:
+    """Every ``nn.Linear`` weight of the ViT (attention qkv and output, MLP) from a normal of
+    ``std`` truncated at ±2 std, biases zero — timm's own scheme at another width. Why: with
+    timm's 0.02 at width 96 the image [CLS] of a from-scratch ViT barely depends on the image
+    (docs/xvl.md §6); patch embedding, position table and norms keep timm's init."""
+    for module in vit.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class XVLPreTrainedModel(PreTrainedModel):
-    """Config class and BERT's initialisation for the text side; the ViT keeps timm's own
-    initialisation (truncated normal, zero biases), which its weights loader then replaces."""
+    """Config class and BERT's initialisation (std ``initializer_range``) for the text side;
+    the ViT keeps timm's own initialisation (truncated normal, zero biases; std
+    ``vision_initializer_range`` when set, :func:`build_vit`), which its weights loader then
+    replaces."""
 
     config_class = XVLConfig
     config: XVLConfig
@@ -399,7 +420,9 @@ def matching_loss(
     report with a hard image), drawn from the in-batch similarities ``sim_*`` (B, B).
     Pretraining and retrieval fine-tuning share it. ``matched_target`` (B,) replaces the true
     pairs' target "matched" (1) by a probability (co-learning's teacher, for pairs it doubts);
-    the loss is then the cross-entropy against those soft targets. Returns (loss, accuracy
+    the loss is then the cross-entropy against those soft targets. With
+    ``config.itm_balanced`` the loss is :func:`balanced_mean` of the per-pair losses (matched
+    and negative pairs weigh half each) instead of their plain mean. Returns (loss, accuracy
     against the hard labels, negatives used)."""
     threshold = xvl.config.negative_similarity_threshold
     with torch.no_grad():
@@ -421,13 +444,26 @@ def matching_loss(
     fused = xvl.text.fuse(texts[keep], valid[keep], images[keep])
     logits = xvl.itm_head(fused[:, 0])
     if matched_target is None:
-        loss = F.cross_entropy(logits.float(), labels[keep])
+        per_pair = F.cross_entropy(logits.float(), labels[keep], reduction="none")
     else:
         matched = torch.cat([matched_target.float(), labels[len(report_ids) :].float()])[keep]
         soft = torch.stack([1.0 - matched, matched], dim=1)
-        loss = -(F.log_softmax(logits.float(), -1) * soft).sum(-1).mean()
+        per_pair = -(F.log_softmax(logits.float(), -1) * soft).sum(-1)
+    if getattr(xvl.config, "itm_balanced", False):
+        loss = balanced_mean(per_pair, labels[keep])
+    else:
+        loss = per_pair.mean()
     accuracy = (logits.argmax(-1) == labels[keep]).float().mean().detach()
     return loss, accuracy, (keep.sum() - len(report_ids)).detach()
+
+
+def balanced_mean(losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of the matched pairs' mean loss and the negatives' mean loss (a class missing from
+    the batch leaves the other's mean). Matching mines up to two negatives per positive, so
+    the plain mean is minimised early by answering "not matched" everywhere (accuracy 2/3);
+    equal class weights take that shortcut away."""
+    means = [losses[labels == c].mean() for c in (0, 1) if bool((labels == c).any())]
+    return torch.stack(means).mean()
 
 
 def _gather(tensor: torch.Tensor) -> torch.Tensor:
