@@ -56,7 +56,7 @@ def build_vit(config: XVLConfig) -> VisionTransformer:
         global_pool="",
         drop_path_rate=config.vision_drop_path,
     )
-    std = float(getattr(config, "vision_initializer_range", 0.0) or 0.0)
+    std = config.vision_initializer_range
     if std > 0:
         init_vit_linears(vit, std)
     return vit
@@ -449,10 +449,8 @@ def matching_loss(
         matched = torch.cat([matched_target.float(), labels[len(report_ids) :].float()])[keep]
         soft = torch.stack([1.0 - matched, matched], dim=1)
         per_pair = -(F.log_softmax(logits.float(), -1) * soft).sum(-1)
-    if getattr(xvl.config, "itm_balanced", False):
-        loss = balanced_mean(per_pair, labels[keep])
-    else:
-        loss = per_pair.mean()
+    balanced = xvl.config.itm_balanced
+    loss = balanced_mean(per_pair, labels[keep]) if balanced else per_pair.mean()
     accuracy = (logits.argmax(-1) == labels[keep]).float().mean().detach()
     return loss, accuracy, (keep.sum() - len(report_ids)).detach()
 
