@@ -178,13 +178,8 @@ def zero_shot_retrieval(
             float(image_vectors[p] @ text_vectors[r["text"]])
             for p, r in zip(images, rows, strict=True)
         ])  # fmt: skip
-        labels = [int(row["is_aligned"][0]) for row in rows]
         blocks = retrieval.query_blocks(rows, direction)
-        pred = {
-            "queries": [rows[b[0]][retrieval.query_key(direction)] for b in blocks],
-            "scores": [scores[b].tolist() for b in blocks],
-            "relevant": [[labels[i] for i in b] for b in blocks],
-        }
+        pred = retrieval.block_predictions(rows, direction, scores, blocks)
         predictions[direction] = pred
         stats = M.bootstrap(block_metrics_fn(pred), len(blocks), settings.bootstrap,
                             settings.seed, settings.confidence,

@@ -224,6 +224,20 @@ def score_pairs(
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
+def block_predictions(
+    rows: list[dict[str, Any]], direction: str, scores: np.ndarray, blocks: list[list[int]]
+) -> dict[str, list[Any]]:
+    """One direction's predictions in the layout every family writes (predictions.json):
+    per query block its query id, candidate scores and which candidates are relevant
+    (``is_aligned``), so the families' files compare line by line."""
+    key = query_key(direction)
+    return {
+        "queries": [rows[b[0]][key] for b in blocks],
+        "scores": [scores[b].tolist() for b in blocks],
+        "relevant": [[int(rows[i]["is_aligned"][0]) for i in b] for b in blocks],
+    }
+
+
 def finetune(
     paths: TaskPaths, settings: RetrievalSettings, pretrained: Path | None = None
 ) -> dict[str, Any]:
@@ -304,12 +318,7 @@ def evaluate(
         )
         timer = InferenceTimer(model)
         scores = score_pairs(model, data, settings.batch_size, info["mask"], timer)
-        blocks = query_blocks(rows, direction)
-        pred = {
-            "queries": [rows[b[0]][query_key(direction)] for b in blocks],
-            "scores": [scores[b].tolist() for b in blocks],
-            "relevant": [[labels[i] for i in b] for b in blocks],
-        }
+        pred = block_predictions(rows, direction, scores, query_blocks(rows, direction))
         predictions[direction] = pred
         boot.update(direction_stats(pred, direction, settings))
         timing[direction] = timer.ms_per_sample

@@ -194,7 +194,6 @@ def score_blocks(
     if not rows:
         raise ValueError(f"{path} has no candidate lines")
     images = resolve_image_paths(rows, image_root, path)
-    labels = [int(row["is_aligned"][0]) for row in rows]
     blocks = R.query_blocks(rows, direction)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
@@ -202,16 +201,12 @@ def score_blocks(
         return rerank(features, blocks, k), features.itc()
 
     scores, itc = timer.time(run, len(rows))
-    relevant = [[labels[i] for i in b] for b in blocks]
+    pred = R.block_predictions(rows, direction, scores, blocks)
+    relevant = pred["relevant"]
     itc_only = M.retrieval_metrics(
         [M.score_query(itc[b], np.asarray(r, dtype=bool)) for b, r in zip(blocks, relevant,
                                                                           strict=True)]
     )["mrr"]  # fmt: skip
-    pred = {
-        "queries": [rows[b[0]][R.query_key(direction)] for b in blocks],
-        "scores": [scores[b].tolist() for b in blocks],
-        "relevant": relevant,
-    }
     return pred, float(itc_only)
 
 
