@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,32 @@ def latest_checkpoint(root: Path) -> Path | None:
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     """Load ``trainer_state.pt`` safely (tensors and plain containers only)."""
     return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def read_state_file(
+    path: Path, wrappers: Sequence[str] = (), require_wrapper: bool = False
+) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file from elsewhere (another project's checkpoint):
+    ``.safetensors`` directly, anything else with ``torch.load(weights_only=True)`` — tensors
+    and plain containers only, never pickled code. Such files often keep the weights under a
+    key (``state_dict``, ``model``, ``teacher``…): the first of ``wrappers`` holding a dict is
+    unwrapped (``require_wrapper``: one must). Non-tensor entries are dropped."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: object = load_file(str(path))
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling refused or not a torch file: say which
+            raise ValueError(f"{path} is not a tensors-only torch file ({error})") from error
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a state dict")
+    for key in wrappers:
+        if isinstance(raw.get(key), dict):
+            raw = raw[key]
+            break
+    else:
+        if require_wrapper:
+            raise ValueError(f"{path}: no key {wrappers[0]!r} (has {sorted(raw)[:10]})")
+    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medvill.checkpoint import read_state_file
+
 #: torchvision ResNet attribute → index in ``VisualBackbone.trunk`` (relu/maxpool hold no weights).
 TORCHVISION_SLOTS: dict[str, str] = {
     "conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7",
@@ -41,25 +43,10 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
             f"train.cnn_weights: {file} not found (a checkpoint folder, a .safetensors file or "
             "a torchvision .pth state dict)"
         )
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        raw: object = load_file(str(file))
-    else:
-        try:
-            raw = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling refused or not a torch file: say which
-            raise ValueError(
-                f"train.cnn_weights: {file} is not a tensors-only torch file ({error})"
-            ) from error
-    if isinstance(raw, dict):
-        for key in _WRAPPERS:
-            if isinstance(raw.get(key), dict):
-                raw = raw[key]
-                break
-    if not isinstance(raw, dict):
-        raise ValueError(f"train.cnn_weights: {file} holds no state dict")
-    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    try:
+        return read_state_file(file, _WRAPPERS)
+    except ValueError as error:
+        raise ValueError(f"train.cnn_weights: {error}") from error
 
 
 def trunk_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

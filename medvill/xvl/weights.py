@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from timm.layers import resample_abs_pos_embed
 
+from medvill.checkpoint import read_state_file
 from medvill.config import hub_source
 from medvill.xvl.model import XVLForPretraining
 
@@ -36,26 +37,10 @@ _PREFIXES = ("module.", "backbone.", "encoder.", "visual_encoder.")
 
 def read_vit_state(path: Path, checkpoint_key: str = "") -> dict[str, torch.Tensor]:
     """The ViT tensors of a checkpoint file, prefixes stripped, classifier heads dropped."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        raw: object = load_file(str(path))
-    else:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not a state dict")
     keys = (checkpoint_key,) if checkpoint_key else CHECKPOINT_KEYS
-    for key in keys:
-        if key in raw and isinstance(raw[key], dict):
-            raw = raw[key]
-            break
-    else:
-        if checkpoint_key:
-            raise ValueError(f"{path}: no key {checkpoint_key!r} (has {sorted(raw)[:10]})")
+    raw = read_state_file(path, keys, require_wrapper=bool(checkpoint_key))
     state: dict[str, torch.Tensor] = {}
-    for name, value in raw.items():  # type: ignore[union-attr]
-        if not isinstance(value, torch.Tensor):
-            continue
+    for name, value in raw.items():
         for prefix in _PREFIXES:
             if name.startswith(prefix):
                 name = name[len(prefix) :]
