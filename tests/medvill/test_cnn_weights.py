@@ -137,3 +137,15 @@ class _Ids:
 
     def __len__(self) -> int:
         return self.vocab_size
+
+
+def test_read_state_file_unwraps_the_first_wrapper_and_keeps_tensors_only(tmp_path: Path) -> None:
+    from medvill.checkpoint import read_state_file
+
+    file = tmp_path / "wrapped.pth"
+    torch.save({"epoch": 3, "teacher": {"w": torch.ones(2), "note": "x"}, "student": {}}, file)
+    state = read_state_file(file, ("teacher", "student"))
+    assert list(state) == ["w"] and torch.equal(state["w"], torch.ones(2))
+    assert read_state_file(file, ("model",)) == {}  # no wrapper: the top level, tensors only
+    with pytest.raises(ValueError, match=r"wrapped\.pth: no key 'model'"):
+        read_state_file(file, ("model",), require_wrapper=True)
