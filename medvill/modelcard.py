@@ -101,20 +101,18 @@ _TASK_DATA: dict[str, str] = {
     "contrastive_retrieval": "the `train` split of the WebDataset shards (image + whole report)",
 }
 
-#: The model family a checkpoint kind belongs to, for the card's title.
-_FAMILY_TITLES: dict[str, str] = {
-    "contrastive_pretraining": "Contrastive dual encoder",
-    "contrastive_retrieval": "Contrastive dual encoder",
+#: A checkpoint kind's prefix → the model family named in the card's title (others: MedViLL).
+_FAMILY_PREFIXES: dict[str, str] = {
+    "xvl_": "Medical X-VL",
+    "contrastive_": "Contrastive dual encoder",
 }
 
 
 def card_title(kind: str, dataset: str) -> str:
     """``<family> <what> — <dataset>``: X-VL and contrastive checkpoints are not MedViLL's."""
-    if kind.startswith("xvl_"):
-        return f"Medical X-VL {kind.removeprefix('xvl_')} — {dataset}"
-    if kind in _FAMILY_TITLES:
-        what = kind.removeprefix("contrastive_")
-        return f"{_FAMILY_TITLES[kind]} {what} — {dataset}"
+    for prefix, family in _FAMILY_PREFIXES.items():
+        if kind.startswith(prefix):
+            return f"{family} {kind.removeprefix(prefix)} — {dataset}"
     return f"MedViLL {kind} — {dataset}"
 
 
