@@ -45,7 +45,8 @@ class XVLFamily(PretrainFamily):
 
     @property
     def stat_names(self) -> tuple[str, ...]:
-        return ("itc_loss", "itm_loss", "mlm_loss", "itm_accuracy", "alpha", "noisy_fraction")
+        return ("loss", "itc_loss", "itm_loss", "mlm_loss", "itm_accuracy", "alpha",
+                "noisy_fraction")  # fmt: skip
 
     def build_config(
         self, profile: dict[str, Any], tokenizer: Any, overrides: dict[str, Any]
@@ -113,6 +114,7 @@ class XVLFamily(PretrainFamily):
         # before, the teacher is too young to judge which pairs match
         colearn = bool(inner.config.colearning) and float(batch["alpha_ramp"]) >= 1.0
         generator = torch.Generator(device=device).manual_seed(int(batch["mining_seed"]))
+        warming_up = int(batch["epoch"]) < inner.config.contrast_warmup_epochs
         out = model(
             images=batch["images"],
             text_ids=batch["text_ids"],
@@ -124,17 +126,20 @@ class XVLFamily(PretrainFamily):
             alpha=alpha,
             generator=generator,
             colearn=colearn,
+            fusion_weight=0.0 if warming_up else 1.0,
         )
         share = batch["images"].shape[0] / normalizers[0]
+        # ``loss`` is what was optimised: the contrast alone during the warm-up
         stats = torch.stack(
-            [out.itc_loss.detach().float(), out.itm_loss.detach().float(),
-             out.mlm_loss.detach().float(), out.itm_accuracy.float(),
-             torch.tensor(alpha, device=device), out.noisy_fraction.float()]
+            [out.loss.detach().float(), out.itc_loss.detach().float(),
+             out.itm_loss.detach().float(), out.mlm_loss.detach().float(),
+             out.itm_accuracy.float(), torch.tensor(alpha, device=device),
+             out.noisy_fraction.float()]
         ) * batch["images"].shape[0]  # fmt: skip
         return StepOutput(loss=out.loss * share, stats=stats)
 
     def row(self, stats: list[float], counts: list[float], world: int) -> dict[str, float]:
         total = max(counts[0], 1.0)
-        itc, itm, mlm, accuracy, alpha, noisy = (value / total for value in stats)
-        return {"loss": itc + itm + mlm, "itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm,
+        loss, itc, itm, mlm, accuracy, alpha, noisy = (value / total for value in stats)
+        return {"loss": loss, "itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm,
                 "itm_accuracy": accuracy, "alpha": alpha, "noisy_fraction": noisy}  # fmt: skip

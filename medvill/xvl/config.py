@@ -22,7 +22,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "attention_probs_dropout_prob", "max_position_embeddings", "max_text_tokens", "embed_dim",
     "queue_size", "momentum", "initial_temperature", "distill_alpha",
     "negative_similarity_threshold", "colearning", "colearning_threshold",
-    "initializer_range", "vision_initializer_range", "itm_balanced",
+    "initializer_range", "vision_initializer_range", "itm_balanced", "contrast_warmup_epochs",
 )  # fmt: skip
 
 
@@ -55,6 +55,10 @@ class XVLConfig(PretrainedConfig):
     ``itm_balanced``: matching weighs its positives and its mined negatives equally (the mean
     of the two classes' losses) instead of 1 : 2 as mined, so "never matched" is no longer the
     loss's cheapest answer.
+    ``contrast_warmup_epochs``: the first N epochs train the contrast alone (matching and
+    masked words are computed and logged at weight 0): "align before fuse" as a schedule.
+    From scratch the fusion layers' losses hold the contrast at its uniform value; once the
+    two encoders agree, matching has similarities to mine hard negatives from (docs/xvl.md §6).
     """
 
     model_type = "xvl"
@@ -91,6 +95,7 @@ class XVLConfig(PretrainedConfig):
         colearning_threshold: float = 0.5,
         vision_initializer_range: float = 0.0,
         itm_balanced: bool = False,
+        contrast_warmup_epochs: int = 0,
         pad_token_id: int = 0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
@@ -128,6 +133,7 @@ class XVLConfig(PretrainedConfig):
         self.colearning_threshold = colearning_threshold
         self.vision_initializer_range = vision_initializer_range
         self.itm_balanced = itm_balanced
+        self.contrast_warmup_epochs = contrast_warmup_epochs
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
         self.mask_token_id = mask_token_id
@@ -174,6 +180,10 @@ class XVLConfig(PretrainedConfig):
             problems.append(
                 f"vision_initializer_range must be ≥ 0 (0 = timm's init), got "
                 f"{self.vision_initializer_range}"
+            )
+        if self.contrast_warmup_epochs < 0:
+            problems.append(
+                f"contrast_warmup_epochs must be ≥ 0, got {self.contrast_warmup_epochs}"
             )
         if problems:
             raise ValueError("XVL config: " + "; ".join(problems))

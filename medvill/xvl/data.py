@@ -91,5 +91,6 @@ def collate(
         "report_overlap": torch.from_numpy(sentence_overlap(texts)),
         "mining_seed": mining_seed,
         "alpha_ramp": alpha_ramp,
+        "epoch": epoch,
         "step": step,
     }

@@ -283,6 +283,7 @@ class XVLForPretraining(XVLPreTrainedModel):
         alpha: float | None = None,
         generator: torch.Generator | None = None,
         colearn: bool | None = None,
+        fusion_weight: float = 1.0,
     ) -> XVLPretrainingOutput:
         """Losses of one batch.
 
@@ -298,6 +299,9 @@ class XVLForPretraining(XVLPreTrainedModel):
         softmax, and its matching probability as the pair's matching target (their masked
         words keep their own targets: a report's words are right even when the image is not
         its image).
+        ``fusion_weight`` scales matching and masked words in the loss (0 during the
+        contrast warm-up; they are still computed, so every parameter takes part in the
+        backward pass, as DDP requires, and their values are logged).
         """
         cfg = self.config
         alpha = cfg.distill_alpha if alpha is None else alpha
@@ -347,7 +351,7 @@ class XVLForPretraining(XVLPreTrainedModel):
         mlm = self._masked_words(mlm_ids, text_valid, mlm_labels, image_embeds, image_embeds_m,
                                  alpha)  # fmt: skip
         return XVLPretrainingOutput(
-            loss=itc + itm + mlm,
+            loss=itc + fusion_weight * (itm + mlm),
             itc_loss=itc,
             itm_loss=itm,
             mlm_loss=mlm,

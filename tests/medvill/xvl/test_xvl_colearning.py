@@ -105,7 +105,7 @@ def test_family_starts_colearning_after_the_distillation_ramp() -> None:
     model = tiny_model(colearning=True)
     model.config.colearning_threshold = 1.01
     model.eval()
-    batch = {**tiny_batch(), "mining_seed": 5}
+    batch = {**tiny_batch(), "mining_seed": 5, "epoch": 0}
     counts = torch.tensor([4.0])
     with torch.no_grad():
         ramping = family.step(model, {**batch, "alpha_ramp": 0.5}, counts, torch.device("cpu"))
