@@ -17,7 +17,6 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from medvill.data import LoaderSettings, PretrainShards, make_loader, read_index, text_spec_for
 from medvill.imagebatch import model_images
@@ -64,7 +63,7 @@ def main() -> None:
                     mlm_labels=batch["mlm_labels"],
                 )
                 total = totals[name]
-                total[0] += float(F.cross_entropy(out.mlm_logits, labels, reduction="sum"))
+                total[0] += float(out.mlm_loss) * labels.numel()  # the mean over its tokens
                 total[1] += labels.numel()
                 total[2] += int((out.mlm_logits.argmax(-1) == labels).sum())
     (own_ce, tokens, own_right), (other_ce, _, other_right) = totals["own"], totals["other"]

@@ -140,6 +140,4 @@ class XVLFamily(PretrainFamily):
 
     def row(self, stats: list[float], counts: list[float], world: int) -> dict[str, float]:
         total = max(counts[0], 1.0)
-        loss, itc, itm, mlm, accuracy, alpha, noisy = (value / total for value in stats)
-        return {"loss": loss, "itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm,
-                "itm_accuracy": accuracy, "alpha": alpha, "noisy_fraction": noisy}  # fmt: skip
+        return {name: value / total for name, value in zip(self.stat_names, stats, strict=True)}
