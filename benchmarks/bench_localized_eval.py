@@ -7,8 +7,10 @@ epochs and image size given here, random init), then ``medvill localized-eval`` 
 and segmentation with the profile built below (frozen trunk — LoVT's basic evaluation —
 unless ``--variants`` says otherwise). Each arm gets the same seeds, training subsets and
 steps. Last line: ``localized: detection_lovt=… detection_random=… segmentation_lovt=…
-segmentation_random=… lovt_better=K/N`` (at the largest fraction; K of the N task × fraction
-cells where LoVT's mean is above random's). Target (issue 15): LoVT above random and ImageNet.
+segmentation_random=… lovt_better=K/N lovt_significantly_better=S/N`` (values at the largest
+fraction; K of the N task × fraction cells where LoVT's mean is above random's, S of them where
+the paired bootstrap interval of LoVT − random lies above 0). Target (issue 15): LoVT above
+random and ImageNet.
 
 ``--work DIR`` keeps the corpus, checkpoint and reports (rerun with ``--skip-pretrain`` to
 re-evaluate only). Run niced, one thread: ``OMP_NUM_THREADS=1 nice -n 10 python …``.
@@ -92,7 +94,7 @@ def main() -> None:
         "fpn_channels": 64, "proposals": 128, "iou_thresholds": [0.5], "findings": [],
     }  # fmt: skip
     summary: dict[str, float] = {}
-    better, cells = 0, 0
+    better, significant, cells = 0, 0, 0
     for task in args.tasks.split(","):
         doc = localized_eval(args.work, DATASET, "lovt", task, params, profile="bench")
         for run in doc["runs"]:
@@ -102,18 +104,27 @@ def main() -> None:
                   flush=True)  # fmt: skip
         for why in doc["skipped"].values():
             print(f"{task}: skipped: {why}")
+        for row in doc["comparisons"]:
+            print(f"{task:12s} lovt − {row['baseline']:8s} {row['variant']:9s} "
+                  f"{row['fraction'] * 100:5g}%: {row['difference']:+.3f} "
+                  f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] p_bootstrap "
+                  f"{row['p_bootstrap']:.3f} p_ttest_paired {row['p_ttest_paired']:.2g} "
+                  f"seeds better {row['seeds_better']}/{row['seeds']}", flush=True)  # fmt: skip
         by = {(r["init"], r["variant"], r["fraction"]): r["value"] for r in doc["runs"]}
         for (init, variant, fraction), value in by.items():
             if init == "pretrained" and ("random", variant, fraction) in by:
                 cells += 1
                 better += value > by[("random", variant, fraction)]
+        significant += sum(r["baseline"] == "random" and r["ci_low"] > 0
+                           for r in doc["comparisons"])  # fmt: skip
         top = max(r["fraction"] for r in doc["runs"])
         variant = doc["runs"][0]["variant"]
         summary[f"{task}_lovt"] = by[("pretrained", variant, top)]
         summary[f"{task}_random"] = by[("random", variant, top)]
     print(f"total {time.perf_counter() - start:.0f} s")
-    print("localized: " + " ".join(f"{k}={v:.3f}" for k, v in summary.items())
-          + f" lovt_better={better}/{cells}")  # fmt: skip
+    values = " ".join(f"{k}={v:.3f}" for k, v in summary.items())
+    print(f"localized: {values} lovt_better={better}/{cells} "
+          f"lovt_significantly_better={significant}/{cells}")  # fmt: skip
 
 
 if __name__ == "__main__":

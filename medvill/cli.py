@@ -494,8 +494,10 @@ def localized_eval(
     (the checkpoint, ImageNet when its weights are on this machine — else that arm is skipped
     and logged —, random), frozen and fine-tuned trunk, and each fraction of the training images
     (1 %, 10 %, 100 %), train the task's head with every seed of the profile and score the test
-    split (mAP or Dice, mean over seeds, bootstrap interval over test images). Writes
-    results.json, metrics.json and <task>.png; `medvill summary` lists them."""
+    split (mAP or Dice, mean over seeds, bootstrap interval over test images), and the
+    checkpoint minus each other arm with a paired bootstrap interval (printed as
+    checkpoint_minus). Writes results.json, metrics.json and <task>.png; `medvill summary`
+    lists them."""
     from medvill.localized.results import localized_eval as run
 
     with user_errors(*USER_ERRORS):
@@ -507,7 +509,10 @@ def localized_eval(
         info(f"skipped {name}: {arm}")
     typer.echo(json.dumps({"metric": doc["metric"], "runs": {
         f"{r['init']}/{r['variant']}/{r['fraction'] * 100:g}%": round(r["value"], 4)
-        for r in doc["runs"]}}, indent=2))  # fmt: skip
+        for r in doc["runs"]}, "checkpoint_minus": {
+        f"{c['baseline']}/{c['variant']}/{c['fraction'] * 100:g}%":
+            {k: round(c[k], 4) for k in ("difference", "ci_low", "ci_high", "p_bootstrap")}
+        for c in doc["comparisons"]}}, indent=2))  # fmt: skip
 
 
 @app.command()

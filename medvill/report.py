@@ -417,8 +417,35 @@ def localized_markdown(root: Path) -> list[str]:
                 }
                 row = [init, variant, *(cells.get(f, "–") for f in fractions)]
                 lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        lines += ["", *_localized_differences(doc, fractions)]
     return lines
+
+
+def _localized_differences(doc: dict[str, Any], fractions: list[float]) -> list[str]:
+    """The checkpoint minus each other arm, paired on the same bootstrap resamples: the table
+    that says whether pretraining helped (overlapping per-arm intervals do not say it did not)."""
+    rows = doc.get("comparisons") or []
+    if not rows:
+        return []
+    lines = [
+        "Checkpoint minus baseline, paired bootstrap over the same test resamples: "
+        "difference [95 % interval], bootstrap p, seeds where the checkpoint scored higher.",
+        "",
+    ]
+    header = ["checkpoint −", "variant", *(f"{f * 100:g} %" for f in fractions)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for baseline in dict.fromkeys(r["baseline"] for r in rows):
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            cells = {
+                r["fraction"]: f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                f" p {r['p_bootstrap']:.3f}, {r['seeds_better']}/{r['seeds']}"
+                for r in rows
+                if r["baseline"] == baseline and r["variant"] == variant
+            }
+            if cells:
+                row = [baseline, variant, *(cells.get(f, "–") for f in fractions)]
+                lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def write_summary(root: Path) -> Path:

@@ -8,6 +8,9 @@ initialisation arm, so the arms differ only in the trunk. The test metric of a c
 over its seeds; its bootstrap resamples the test images and recomputes every seed's metric on
 the same resample (:func:`medvill.metrics.bootstrap`), so the interval covers the test set's
 sampling with the seeds averaged, and ``seed_std`` reports the spread between seeds.
+The checkpoint's arm is compared with each other arm by a paired bootstrap of the difference on
+those same resamples (:func:`compare_to_checkpoint`): that, not whether two cells' intervals
+overlap, says whether pretraining helped on this test set.
 """
 
 from __future__ import annotations
@@ -297,6 +300,7 @@ def run_grid(plan: EvalPlan, settings: LocalizedSettings) -> dict[str, Any]:
             "(SIIM-ACR, the synthetic corpus)"
         )
     runs: list[dict[str, Any]] = []
+    cells: dict[tuple[str, str, float], M.Compute] = {}
     skipped: dict[str, str] = {}
     origins: dict[str, str] = {}
     for init in settings.inits:
@@ -308,11 +312,49 @@ def run_grid(plan: EvalPlan, settings: LocalizedSettings) -> dict[str, Any]:
         origins[init] = origin
         for variant in settings.variants:
             for fraction in settings.fractions:
-                runs.append(
-                    _cell(plan, settings, backbone, classes, init, variant, fraction, metric)
+                row, cells[init, variant, fraction] = _cell(
+                    plan, settings, backbone, classes, init, variant, fraction, metric
                 )
-    return {"runs": runs, "skipped": skipped, "inits": origins, "classes": classes,
-            "backbone": backbone, "metric": metric}  # fmt: skip
+                runs.append(row)
+    return {"runs": runs, "comparisons": compare_to_checkpoint(plan, cells, runs, metric),
+            "skipped": skipped, "inits": origins, "classes": classes, "backbone": backbone,
+            "metric": metric}  # fmt: skip
+
+
+def compare_to_checkpoint(
+    plan: EvalPlan,
+    cells: dict[tuple[str, str, float], M.Compute],
+    runs: list[dict[str, Any]],
+    metric: str,
+) -> list[dict[str, Any]]:
+    """The checkpoint's arm against every other arm of the same variant and fraction, paired.
+
+    Why paired: every arm is scored on the same test images, so each bootstrap resample can
+    score both and take the difference (:func:`medvill.metrics.paired_bootstrap`). Two
+    per-arm intervals that overlap say little — the test images that are hard for one arm are
+    hard for the other, and the difference's interval is much narrower than either. Each row:
+    the baseline, variant, fraction, both values, ``difference`` = checkpoint − baseline, its
+    interval, the bootstrap p-value, the paper's t-tests over the resample values and
+    ``seeds_better``, in how many seeds the checkpoint's head scored higher (the bootstrap
+    covers the test images, not the seeds).
+    """
+    per_seed = {(r["init"], r["variant"], r["fraction"]): r["per_seed"] for r in runs}
+    rows: list[dict[str, Any]] = []
+    for (init, variant, fraction), baseline in cells.items():
+        checkpoint = cells.get(("pretrained", variant, fraction))
+        if init == "pretrained" or checkpoint is None:
+            continue
+        stats = M.paired_bootstrap(
+            baseline, checkpoint, len(plan.test), plan.bootstrap, plan.bootstrap_seed,
+            plan.confidence, plan.ci_resamples,
+        )[metric]  # fmt: skip
+        value_baseline, value_checkpoint = stats.pop("a"), stats.pop("b")
+        mine, theirs = per_seed["pretrained", variant, fraction], per_seed[init, variant, fraction]
+        better = sum(a > b for a, b in zip(mine, theirs, strict=True))
+        rows.append({"baseline": init, "variant": variant, "fraction": fraction,
+                     "pretrained_value": value_checkpoint, "baseline_value": value_baseline,
+                     **stats, "seeds_better": better, "seeds": len(mine)})  # fmt: skip
+    return rows
 
 
 def _cell(
@@ -324,7 +366,9 @@ def _cell(
     variant: str,
     fraction: float,
     metric: str,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], M.Compute]:
+    """One cell's results row, and the bootstrap Compute of its seed-mean metric (for the
+    paired comparison between arms)."""
     computes: list[M.Compute] = []
     per_seed: list[float] = []
     started = time.perf_counter()
@@ -339,11 +383,12 @@ def _cell(
             "localized %s %s/%s %g%% seed %d: %s %.4f",
             plan.task, init, variant, fraction * 100, seed, metric, per_seed[-1],
         )  # fmt: skip
+    seed_mean = _seed_mean(computes, metric)
     stats = M.bootstrap(
-        _seed_mean(computes, metric), len(plan.test), plan.bootstrap, plan.bootstrap_seed,
-        plan.confidence, plan.ci_resamples,
+        seed_mean, len(plan.test), plan.bootstrap, plan.bootstrap_seed, plan.confidence,
+        plan.ci_resamples,
     )[metric]  # fmt: skip
-    return {
+    row = {
         "init": init,
         "variant": variant,
         "fraction": fraction,
@@ -354,6 +399,7 @@ def _cell(
         **stats,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    return row, seed_mean
 
 
 def _seed_run(

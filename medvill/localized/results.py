@@ -5,7 +5,8 @@ Outputs under ``reports/<dataset>/localized-<model>-<task>/``:
 * ``results.json`` — the settings, the classes, where each initialisation came from, the arms
   skipped and why (e.g. no ImageNet weights on this machine), and per (init, variant, fraction):
   training images, each seed's metric, their mean (``value``), the bootstrap mean ± std and
-  interval, ``seed_std`` and the seconds it took;
+  interval, ``seed_std`` and the seconds it took; ``comparisons``: the checkpoint's arm minus
+  each other arm, paired on the same bootstrap resamples (docs/localized_eval.md §6);
 * ``metrics.json`` — the headline values only, ``<init>/<variant>/<percent>%`` (a DVC metric);
 * ``<task>.png`` — the metric against the training fraction (log scale), one line per
   initialisation with its interval, one panel per variant.

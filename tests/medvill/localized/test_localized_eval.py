@@ -6,14 +6,22 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
+from medvill import metrics as M
 from medvill.cli import LOCALIZED_TASKS, app
 from medvill.localized import experiment
-from medvill.localized.experiment import LocalizedSettings, batches, fraction_subset
+from medvill.localized.experiment import (
+    EvalPlan,
+    LocalizedSettings,
+    batches,
+    compare_to_checkpoint,
+    fraction_subset,
+)
 from medvill.localized.results import localized_eval
 from medvill.localized.targets import read_split
 
@@ -55,6 +63,55 @@ def test_fractions_and_batches_are_seeded() -> None:
     assert sorted(flat[:5]) == subset and set(flat) == set(subset)  # each pass: the subset once
 
 
+def _mean_of(scores: list[float]) -> M.Compute:
+    """The bootstrap Compute of a per-image score's mean (as Dice is)."""
+    values = np.asarray(scores)
+    return lambda weights: {"dice": weights @ values / weights.sum(axis=1)}
+
+
+def test_checkpoint_is_compared_paired_with_each_arm() -> None:
+    # test images of very different difficulty; the checkpoint is 0.05 better on every one
+    hard_and_easy = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    better = [x + 0.05 for x in hard_and_easy]
+    plan = EvalPlan(task="segmentation", train=[], test=[None] * 10, checkpoint=None,
+                    bootstrap=30, ci_resamples=400, bootstrap_seed=7)  # fmt: skip
+    cells = {
+        ("pretrained", "frozen", 1.0): _mean_of(better),
+        ("random", "frozen", 1.0): _mean_of(hard_and_easy),
+        ("pretrained", "frozen", 0.1): _mean_of(hard_and_easy),
+        ("random", "frozen", 0.1): _mean_of(hard_and_easy),
+        ("random", "finetuned", 1.0): _mean_of(better),  # no checkpoint cell: no comparison
+    }
+    runs = [
+        {"init": init, "variant": variant, "fraction": fraction, "per_seed": seeds}
+        for (init, variant, fraction), seeds in {
+            ("pretrained", "frozen", 1.0): [0.5, 0.4, 0.6],
+            ("random", "frozen", 1.0): [0.3, 0.5, 0.2],
+            ("pretrained", "frozen", 0.1): [0.1, 0.1, 0.1],
+            ("random", "frozen", 0.1): [0.1, 0.1, 0.1],
+            ("random", "finetuned", 1.0): [0.9, 0.9, 0.9],
+        }.items()
+    ]
+    rows = compare_to_checkpoint(plan, cells, runs, "dice")
+    assert [(r["baseline"], r["variant"], r["fraction"]) for r in rows] == [
+        ("random", "frozen", 1.0), ("random", "frozen", 0.1),
+    ]  # fmt: skip
+    full, same = rows
+    assert full["pretrained_value"] == pytest.approx(0.5)
+    assert full["baseline_value"] == pytest.approx(0.45)
+    assert full["difference"] == pytest.approx(0.05)
+    # paired: every resample sees the same 0.05 gap, so the interval is that gap and p is 0 …
+    assert full["ci_low"] == pytest.approx(0.05) and full["ci_high"] == pytest.approx(0.05)
+    assert full["p_bootstrap"] == 0.0 and full["ci_resamples"] == 400
+    assert (full["seeds_better"], full["seeds"]) == (2, 3)
+    # … while the two arms' own intervals overlap widely
+    arm = {name: M.bootstrap(_mean_of(x), 10, 30, 7, 0.95, 400)["dice"]
+           for name, x in (("checkpoint", better), ("random", hard_and_easy))}  # fmt: skip
+    assert arm["checkpoint"]["ci_low"] < arm["random"]["ci_high"] - 0.2
+    assert same["difference"] == 0.0 and same["p_bootstrap"] == 1.0
+    assert (same["seeds_better"], same["seeds"]) == (0, 3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["detection", "segmentation"])
 def test_end_to_end(task, localized_corpus, lovt_checkpoint, tmp_path, monkeypatch) -> None:
@@ -79,6 +136,16 @@ def test_end_to_end(task, localized_corpus, lovt_checkpoint, tmp_path, monkeypat
         assert len(run["per_seed"]) == len(seeds)
         assert run["value"] == pytest.approx(sum(run["per_seed"]) / len(seeds))
         assert 0.0 <= run["ci_low"] <= run["ci_high"] <= 1.0 and 0.0 <= run["value"] <= 1.0
+    values = {(r["init"], r["fraction"]): r["value"] for r in doc["runs"]}
+    assert [(c["baseline"], c["fraction"]) for c in doc["comparisons"]] == [
+        ("random", 0.1), ("random", 1.0),
+    ]  # fmt: skip
+    for comparison in doc["comparisons"]:
+        assert comparison["difference"] == pytest.approx(
+            values["pretrained", comparison["fraction"]] - values["random", comparison["fraction"]]
+        )
+        assert comparison["ci_low"] <= comparison["ci_high"]
+        assert 0.0 <= comparison["p_bootstrap"] <= 1.0 and comparison["seeds"] == len(seeds)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == {
         f"{r['init']}/frozen/{r['fraction'] * 100:g}%": r["value"] for r in doc["runs"]
@@ -124,6 +191,20 @@ def test_cli_errors(localized_corpus, tiny_data, lovt_checkpoint, tmp_path) -> N
     assert result.exit_code == 2 and "'xvl' is not one of" in " ".join(result.output.split())
     help_text = " ".join(_invoke("--help").output.split())
     assert "detection|segmentation" in help_text.replace(" ", "") and "mAP" in help_text
+    # and a run that works prints each cell and the checkpoint's paired difference to random
+    params.write_text(yaml.safe_dump(_params(inits=["pretrained", "random"], fractions=[1.0],
+                                             seeds=[1])))  # fmt: skip
+    result = _invoke("-d", "synthetic", "-m", "lovt", "-t", "segmentation", "--root", root,
+                     "--params", str(params), "--checkpoint", str(lovt_checkpoint),
+                     "--out", str(tmp_path / "cli"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output[result.output.index("{") :])
+    runs, minus = printed["runs"], printed["checkpoint_minus"]["random/frozen/100%"]
+    assert set(runs) == {"pretrained/frozen/100%", "random/frozen/100%"}
+    assert minus["difference"] == pytest.approx(
+        runs["pretrained/frozen/100%"] - runs["random/frozen/100%"], abs=2e-4
+    )
+    assert minus["ci_low"] <= minus["ci_high"] and 0.0 <= minus["p_bootstrap"] <= 1.0
 
 
 def test_dvc_stages_run_the_demo_corpus_and_both_tasks(tmp_path) -> None:
