@@ -45,7 +45,7 @@ def prepare(work: Path, n_images: int, seed: int) -> None:
                out=work / "data", workers=1, params_path=REPO / "params.yaml")  # fmt: skip
 
 
-def pretrain_lovt(work: Path, params: dict, epochs: int, image_size: int) -> None:
+def pretrain_lovt(work: Path, params: dict, epochs: int, image_size: int, seed: int | None) -> None:
     from medvill.config import profile_section
     from medvill.pretrain import Paths, pretrain
     from medvill.tokenizer import build_tokenizer
@@ -57,6 +57,8 @@ def pretrain_lovt(work: Path, params: dict, epochs: int, image_size: int) -> Non
     profile = json.loads(json.dumps(profile_section(params, "learn", "lovt")))
     profile["model"]["image_size"] = image_size
     profile["train"].update(epochs=epochs, log_every_steps=20, save_every_steps=100000)
+    if seed is not None:
+        profile["train"]["seed"] = seed
     summary = pretrain(profile, paths, model="lovt", show_progress=False)
     print(f"pretrain: {summary.get('steps')} steps, final loss {summary.get('final_loss')}, "
           f"{summary.get('wall_time_s', 0):.0f} s", flush=True)  # fmt: skip
@@ -68,6 +70,9 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=400)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
+    parser.add_argument("--pretrain-seed", type=int, default=None,
+                        help="LoVT pretraining seed (init, data order); default: the learn "
+                        "profile's train.seed. The heads use --seeds.")  # fmt: skip
     parser.add_argument("--pretrain-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=100)
@@ -85,7 +90,8 @@ def main() -> None:
     prepare(args.work, args.n_images, args.seed)
     print(f"corpus + pipeline: {time.perf_counter() - start:.0f} s", flush=True)
     if not args.skip_pretrain:
-        pretrain_lovt(args.work, params, args.pretrain_epochs, args.pretrain_size)
+        pretrain_lovt(args.work, params, args.pretrain_epochs, args.pretrain_size,
+                      args.pretrain_seed)  # fmt: skip
     params["localized_eval"]["profiles"]["bench"] = {
         "image_size": args.image_size, "steps": args.steps, "batch_size": 8, "lr": 1.0e-3,
         "fractions": [float(f) for f in args.fractions.split(",")],
