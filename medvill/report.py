@@ -133,6 +133,15 @@ def compare(
     }
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: header, separator, one line per row."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -179,10 +188,10 @@ def summary_markdown(root: Path) -> str:
             continue
         paper_sets = sorted({d for m in paper["metrics"].values() for d in m})
         header = ["metric"] + [f"ours: {d}" for d in runs] + [f"paper: {d}" for d in paper_sets]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         names = list(paper["metrics"])
         for doc in runs.values():
             names += [n for n in doc["metrics"] if n not in names]
+        rows = []
         for name in names:
             row = [name]
             for doc in runs.values():
@@ -196,7 +205,8 @@ def summary_markdown(root: Path) -> str:
                         f"{_fmt(stats['ci_high'])}])"
                     )
             row += [_fmt(paper["metrics"].get(name, {}).get(d)) for d in paper_sets]
-            lines.append("| " + " | ".join(row) + " |")
+            rows.append(row)
+        lines += _table(header, rows)
         timing = []
         for dataset, doc in runs.items():
             for part, ms in doc["inference_ms_per_sample"].items():
@@ -287,10 +297,8 @@ def families_markdown(root: Path) -> list[str]:
         "contrastive loss on the train split (`medvill finetune-zoo`); all on the same test "
         "images and 100-candidate blocks.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *_table(header, rows),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return [*lines, ""]
 
 
@@ -407,7 +415,7 @@ def localized_markdown(root: Path) -> list[str]:
             "",
         ]
         header = ["init", "variant", *(f"{f * 100:g} %" for f in fractions)]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = []
         for init in dict.fromkeys(r["init"] for r in doc["runs"]):
             for variant in dict.fromkeys(r["variant"] for r in doc["runs"]):
                 cells = {
@@ -415,9 +423,8 @@ def localized_markdown(root: Path) -> list[str]:
                     for r in doc["runs"]
                     if r["init"] == init and r["variant"] == variant
                 }
-                row = [init, variant, *(cells.get(f, "–") for f in fractions)]
-                lines.append("| " + " | ".join(row) + " |")
-        lines += ["", *_localized_differences(doc, fractions)]
+                rows.append([init, variant, *(cells.get(f, "–") for f in fractions)])
+        lines += [*_table(header, rows), "", *_localized_differences(doc, fractions)]
     return lines
 
 
@@ -433,7 +440,7 @@ def _localized_differences(doc: dict[str, Any], fractions: list[float]) -> list[
         "",
     ]
     header = ["checkpoint −", "variant", *(f"{f * 100:g} %" for f in fractions)]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for baseline in dict.fromkeys(r["baseline"] for r in rows):
         for variant in dict.fromkeys(r["variant"] for r in rows):
             cells = {
@@ -443,9 +450,8 @@ def _localized_differences(doc: dict[str, Any], fractions: list[float]) -> list[
                 if r["baseline"] == baseline and r["variant"] == variant
             }
             if cells:
-                row = [baseline, variant, *(cells.get(f, "–") for f in fractions)]
-                lines.append("| " + " | ".join(row) + " |")
-    return [*lines, ""]
+                table.append([baseline, variant, *(cells.get(f, "–") for f in fractions)])
+    return [*lines, *_table(header, table), ""]
 
 
 def write_summary(root: Path) -> Path:
